@@ -1,0 +1,1 @@
+"""mer's export stage: PyTorch -> ONNX (fp32, fp16) -> TensorRT engine."""

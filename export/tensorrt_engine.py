@@ -1,0 +1,66 @@
+"""FP16 TensorRT engine from the exported ONNX (TensorRT 10 Python API).
+
+UNVERIFIED HERE: the development and CI machines have no GPU and cannot install TensorRT.
+Written against NVIDIA's documented TensorRT 10 API; `available()` says why it is skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import onnx
+
+
+def available() -> tuple[bool, str]:
+    """(usable, reason): TensorRT importable and a CUDA GPU visible."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False, "tensorrt is not installed (pip install 'mer[tensorrt]' on a machine with an NVIDIA GPU)"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU is visible"
+    except ImportError:
+        return False, "torch is needed to query the GPU"
+    return True, ""
+
+
+def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path | None = None,
+                 workspace_gib: float = 2.0) -> Path:
+    """Build a fixed-shape FP16 engine and a `<engine>.json` sidecar (TensorRT version, GPU, spec)."""
+    import tensorrt as trt
+    import torch
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"{onnx_path}: TensorRT could not parse the model: {errors}")
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"{onnx_path}: TensorRT failed to build an engine")
+    engine_path.write_bytes(bytes(serialized))
+    if timing_cache:
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    sidecar = {
+        "tensorrt_version": trt.__version__,
+        "gpu": torch.cuda.get_device_name(0),
+        "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+        "precision": "fp16",
+        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "metadata": meta,
+    }
+    engine_path.with_suffix(engine_path.suffix + ".json").write_text(json.dumps(sidecar, indent=2))
+    return engine_path

@@ -1,0 +1,99 @@
+"""Model loading and execution: one long-lived ONNX Runtime session with explicit providers.
+
+The model's metadata carries its feature spec, labels and fusion; a model whose spec the runtime
+cannot honour, or whose input shapes contradict its spec, is refused with a one-line reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .spec import LABELS, FeatureSpec, SpecError
+
+BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
+# What each backend asks ONNX Runtime for, best first. "auto" keeps whichever actually runs.
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    fusion: str
+    precision: str
+    labels: tuple[str, ...]
+    spec: FeatureSpec
+    batch: int
+    metadata: dict
+
+
+def _read_metadata(path: Path, session) -> ModelInfo:
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    if "mer.feature_spec" not in meta:
+        raise ModelError(path, "not a mer model (no mer.feature_spec in its metadata)")
+    try:
+        spec = FeatureSpec.from_json(meta["mer.feature_spec"])
+    except SpecError as exc:
+        raise ModelError(path, f"feature spec this runtime cannot honour: {exc}") from None
+    labels = tuple(json.loads(meta.get("mer.labels", "[]")))
+    if labels != LABELS:
+        raise ModelError(path, f"labels {list(labels)} differ from this runtime's {list(LABELS)}")
+    inputs = {i.name: i for i in session.get_inputs()}
+    if set(inputs) != {"faces", "mfcc"} or [o.name for o in session.get_outputs()] != ["logits"]:
+        raise ModelError(path, f"expected inputs faces, mfcc and output logits, got {sorted(inputs)}")
+    faces_shape, mfcc_shape = inputs["faces"].shape, inputs["mfcc"].shape
+    batch = faces_shape[0] if isinstance(faces_shape[0], int) else 1
+    if inputs["faces"].type != "tensor(uint8)" or list(faces_shape[1:]) != list(spec.faces_shape):
+        raise ModelError(path, f"faces input {inputs['faces'].type} {faces_shape} does not match its spec {spec.faces_shape}")
+    if list(mfcc_shape[1:]) != list(spec.mfcc_shape):
+        raise ModelError(path, f"mfcc input {mfcc_shape} does not match its feature spec {spec.mfcc_shape}")
+    return ModelInfo(path, meta.get("mer.fusion", "?"), meta.get("mer.precision", "fp32"), labels, spec, batch, meta)
+
+
+class OnnxModel:
+    """An ONNX Runtime session made once and reused for every clip."""
+
+    def __init__(self, path: str | Path, backend: str = "auto", threads: int | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if backend not in BACKENDS:
+            raise ModelError(path, f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+        if not path.is_file():
+            raise ModelError(path, "model file not found")
+        available = ort.get_available_providers()
+        wanted = _PROVIDERS["tensorrt" if backend == "auto" else backend]
+        providers = [p for p in wanted if p in available]
+        if backend != "auto" and providers[:1] != wanted[:1]:
+            raise ModelError(path, f"backend {backend!r} needs {wanted[0]}, which this onnxruntime lacks "
+                                   f"(available: {', '.join(available)})")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.log_severity_level = 3  # errors only: a CLI's stderr is for its own messages
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises several private exception types for a bad file
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(path, f"not a loadable ONNX model ({reason[:200]})") from None
+        self.info = _read_metadata(path, self.session)
+        # The provider that actually runs, not the one asked for (ORT falls back silently).
+        self.provider = self.session.get_providers()[0]
+        if backend != "auto" and self.provider != wanted[0]:
+            raise ModelError(path, f"backend {backend!r} requested but ONNX Runtime fell back to {self.provider}")
+
+    @property
+    def backend_name(self) -> str:
+        return f"onnxruntime:{self.provider}"
+
+    def run(self, faces: np.ndarray, mfcc: np.ndarray) -> np.ndarray:
+        """Logits (B, 8) for faces uint8 (B, 15, 224, 224, 3) and mfcc float32 (B, n_mfcc, T)."""
+        return self.session.run(["logits"], {"faces": faces, "mfcc": mfcc})[0]

@@ -1,0 +1,24 @@
+"""The two failures a user can cause: a bad input file, and a model the runtime cannot serve."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MerError(Exception):
+    """Base class: the message is one line, fit to print as is."""
+
+
+class InputError(MerError):
+    """An input that cannot be read as media (missing, unreadable, corrupt, not media)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+class ModelError(MerError):
+    """A model file that is missing, not ONNX, or made for features this runtime cannot produce."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")

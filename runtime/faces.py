@@ -1,0 +1,127 @@
+"""Face detection (MediaPipe Tasks BlazeFace, bundled) and square face crops.
+
+Each distinct sampled frame is searched once, on a copy shrunk to DETECT_SIDE (BlazeFace looks at
+128 x 128 anyway); the largest face wins. The crop is a square of (1 + margin) times the box's
+longer side around its centre, zero-padded past the frame edge, resized to the spec's size.
+Frames without a face borrow the nearest frame's crop; with no face anywhere the faces are zeros,
+which is how the model was taught "no visual input".
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from importlib import resources
+
+import cv2
+import numpy as np
+
+from .spec import FeatureSpec
+
+DETECT_SIDE = 320
+MARGIN = 0.25
+MIN_CONFIDENCE = 0.5
+_MODELS = ("face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite")
+
+
+@dataclass
+class FaceCrops:
+    faces: np.ndarray        # uint8 (frames, size, size, 3) RGB
+    detected: int            # sampled frames with a face of their own
+    max_faces: int           # most faces seen in one frame
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence C++ logging written straight to fd 2 (MediaPipe's LiteRT prints INFO lines)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _asset(name: str) -> str:
+    return str(resources.files("mer.runtime") / "assets" / name)
+
+
+class FaceCropper:
+    """Holds the detectors for the life of a Recognizer (made once, reused for every clip)."""
+
+    def __init__(self, spec: FeatureSpec, margin: float = MARGIN, min_confidence: float = MIN_CONFIDENCE):
+        from mediapipe.tasks.python import BaseOptions
+        from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions
+
+        self.spec, self.margin = spec, margin
+        with quiet_native_stderr():
+            # Short range suits talking faces within ~2 m; full range is the fallback for small faces.
+            self._detectors = [
+                FaceDetector.create_from_options(FaceDetectorOptions(
+                    base_options=BaseOptions(model_asset_path=_asset(name)),
+                    min_detection_confidence=min_confidence))
+                for name in _MODELS]
+
+    def close(self) -> None:
+        for det in self._detectors:
+            det.close()
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        """Boxes (x, y, w, h, score) in `rgb`'s pixels; first detector that finds any wins."""
+        import mediapipe as mp
+
+        h, w = rgb.shape[:2]
+        scale = min(1.0, DETECT_SIDE / max(h, w))
+        small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(small))
+        for det in self._detectors:
+            found = det.detect(image).detections
+            if found:
+                return [(d.bounding_box.origin_x / scale, d.bounding_box.origin_y / scale,
+                         d.bounding_box.width / scale, d.bounding_box.height / scale,
+                         d.categories[0].score if d.categories else 0.0) for d in found]
+        return []
+
+    def crop(self, rgb: np.ndarray, box: tuple[float, float, float, float, float]) -> np.ndarray:
+        x, y, bw, bh, _ = box
+        side = max(bw, bh) * (1 + self.margin)
+        x0, y0 = round(x + bw / 2 - side / 2), round(y + bh / 2 - side / 2)
+        s = max(1, round(side))
+        h, w = rgb.shape[:2]
+        canvas = np.zeros((s, s, 3), np.uint8)
+        sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + s), min(h, y0 + s)
+        if sx1 > sx0 and sy1 > sy0:
+            canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+        size = self.spec.image_size
+        interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+        return cv2.resize(canvas, (size, size), interpolation=interp)
+
+    def __call__(self, frames: list[np.ndarray], frame_ids: list[int] | None = None) -> FaceCrops:
+        """Crops for the sampled frames; repeated frames (same id) are searched once."""
+        ids = frame_ids if frame_ids is not None else list(range(len(frames)))
+        crops: dict[int, np.ndarray] = {}
+        searched: set[int] = set()
+        max_faces = 0
+        for rgb, fid in zip(frames, ids):
+            if fid in searched:
+                continue
+            searched.add(fid)
+            boxes = self.detect(rgb)
+            max_faces = max(max_faces, len(boxes))
+            if boxes:
+                crops[fid] = self.crop(rgb, max(boxes, key=lambda b: b[2] * b[3]))
+        size = self.spec.image_size
+        faces = np.zeros((len(frames), size, size, 3), np.uint8)
+        found = [i for i, fid in enumerate(ids) if fid in crops]
+        for i, fid in enumerate(ids):
+            if found:
+                nearest = min(found, key=lambda j: (abs(j - i), j))
+                faces[i] = crops[ids[nearest]]
+        return FaceCrops(faces, len(found), max_faces)

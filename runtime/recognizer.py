@@ -1,0 +1,165 @@
+"""`Recognizer`: clip or arrays in, emotion out. One instance holds one model session and one
+face detector, reused for every input (make it once, call it many times)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .backends import OnnxModel
+from .decode import decode_clip
+from .errors import InputError, ModelError
+from .faces import FaceCropper
+from .mfcc import mfcc as compute_mfcc
+from .spec import FeatureSpec
+
+DEFAULT_FUSION = "ia"
+FUSIONS = ("lt", "it", "ia")
+
+
+def bundled_model(fusion: str = DEFAULT_FUSION) -> Path:
+    """Path of the model of `fusion` shipped inside the package."""
+    if fusion not in FUSIONS:
+        raise ModelError(fusion, f"unknown fusion (choose from {', '.join(FUSIONS)})")
+    path = Path(str(resources.files("mer.runtime") / "assets" / f"{fusion}.onnx"))
+    if not path.is_file():
+        shipped = sorted(p.stem for p in path.parent.glob("*.onnx"))
+        raise ModelError(path, f"no bundled {fusion!r} model in this install "
+                               f"(bundled: {', '.join(shipped) or 'none'}); pass a model file")
+    return path
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+@dataclass
+class Result:
+    file: str | None
+    label: str
+    index: int
+    probabilities: dict[str, float]
+    faces_detected: int
+    audio: bool
+    window: tuple[float, float]
+    timings_ms: dict[str, float]
+    model: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The JSON record of DESIGN.md (plus `warnings`, empty when nothing degraded)."""
+        return {
+            "file": self.file, "label": self.label, "index": self.index,
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "faces_detected": self.faces_detected, "audio": self.audio,
+            "window": [round(self.window[0], 3), round(self.window[1], 3)],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "model": dict(self.model), "warnings": list(self.warnings),
+        }
+
+
+class Recognizer:
+    """`Recognizer(model=None, backend="auto")`: `model` is an ONNX path, or None for the
+    bundled default. `.predict(path)` reads a clip or an audio file; `.predict_arrays(faces,
+    audio)` takes face crops uint8 (15, 224, 224, 3) RGB and/or mono float32 audio at
+    `self.spec.sample_rate`, either of which may be None (that modality is then zeros)."""
+
+    def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int | None = None):
+        self._model = OnnxModel(model if model is not None else bundled_model(), backend, threads)
+        self.info = self._model.info
+        self.spec: FeatureSpec = self.info.spec
+        self._cropper: FaceCropper | None = None  # made on first video, so audio-only use skips it
+
+    @property
+    def cropper(self) -> FaceCropper:
+        if self._cropper is None:
+            self._cropper = FaceCropper(self.spec)
+        return self._cropper
+
+    def close(self) -> None:
+        if self._cropper is not None:
+            self._cropper.close()
+            self._cropper = None
+
+    def __enter__(self) -> "Recognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def predict(self, path: str | Path) -> Result:
+        t0 = time.perf_counter()
+        clip = decode_clip(path, self.spec)
+        t1 = time.perf_counter()
+        warnings = list(clip.warnings)
+        faces, detected = None, 0
+        if clip.frames is not None:
+            crops = self.cropper(clip.frames, clip.frame_ids)
+            detected = crops.detected
+            if crops.detected:
+                faces = crops.faces
+            else:
+                warnings.append("no face found in any sampled frame: visual input absent")
+            if crops.max_faces > 1:
+                warnings.append(f"up to {crops.max_faces} faces in a frame: the largest was used")
+        else:
+            warnings.append("no video stream: visual input absent")
+        if clip.audio is None:
+            warnings.append("no audio stream: audio input absent")
+        t2 = time.perf_counter()
+        result = self._infer(faces, clip.audio, detected, (clip.window.start, clip.window.end), warnings)
+        result.file = str(path)
+        result.timings_ms = {"decode": (t1 - t0) * 1e3, "faces": (t2 - t1) * 1e3, **result.timings_ms}
+        result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+        return result
+
+    def predict_arrays(self, faces: np.ndarray | None = None, audio: np.ndarray | None = None) -> Result:
+        if faces is None and audio is None:
+            raise ValueError("give faces, audio or both")
+        if faces is not None:
+            faces = np.asarray(faces)
+            if faces.dtype != np.uint8 or faces.shape != self.spec.faces_shape:
+                raise ValueError(f"faces must be uint8 {self.spec.faces_shape} RGB, got {faces.dtype} {faces.shape}")
+        if audio is not None:
+            audio = np.asarray(audio, dtype=np.float32)
+            if audio.ndim != 1:
+                raise ValueError(f"audio must be 1-D mono, got shape {audio.shape}")
+            audio = np.pad(audio[: self.spec.n_samples], (0, max(0, self.spec.n_samples - len(audio))))
+        t0 = time.perf_counter()
+        result = self._infer(faces, audio, self.spec.frames if faces is not None else 0,
+                             (0.0, self.spec.window_s), [])
+        result.timings_ms = {"decode": 0.0, "faces": 0.0, **result.timings_ms,
+                             "total": (time.perf_counter() - t0) * 1e3}
+        return result
+
+    def _infer(self, faces: np.ndarray | None, audio: np.ndarray | None, detected: int,
+               window: tuple[float, float], warnings: list[str]) -> Result:
+        spec = self.spec
+        t0 = time.perf_counter()
+        # A missing modality is zeros: how modality dropout taught the model "absent".
+        feats = compute_mfcc(audio, spec) if audio is not None else np.zeros(spec.mfcc_shape, np.float32)
+        t1 = time.perf_counter()
+        face_batch = (faces if faces is not None else np.zeros(spec.faces_shape, np.uint8))[None]
+        feat_batch = feats[None]
+        if self.info.batch > 1:  # a model exported for a fixed larger batch: pad, keep row 0
+            face_batch = np.repeat(face_batch, self.info.batch, 0)
+            feat_batch = np.repeat(feat_batch, self.info.batch, 0)
+        logits = self._model.run(face_batch, feat_batch)[0].astype(np.float64)
+        t2 = time.perf_counter()
+        probs = _softmax(logits)
+        index = int(probs.argmax())
+        return Result(
+            file=None, label=self.info.labels[index], index=index,
+            probabilities={name: float(p) for name, p in zip(self.info.labels, probs)},
+            faces_detected=detected, audio=audio is not None, window=window,
+            timings_ms={"mfcc": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3},
+            model={"fusion": self.info.fusion, "precision": self.info.precision,
+                   "backend": self._model.backend_name},
+            warnings=warnings)
+
+
+__all__ = ["Recognizer", "Result", "InputError", "ModelError", "bundled_model"]

@@ -1,0 +1,1 @@
+"""mer's PyTorch side: the EfficientFace + audio CNN fusion models, data and training."""

@@ -1,0 +1,32 @@
+"""The MFCC audio branch: four Conv1d(k3, valid) + BN + ReLU + MaxPool(2, stride 1) blocks."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    # Each block shortens the sequence by 3 frames (2 by the valid conv, 1 by the pool).
+    return nn.Sequential(nn.Conv1d(cin, cout, 3), nn.BatchNorm1d(cout), nn.ReLU(inplace=True), nn.MaxPool1d(2, 1))
+
+
+class AudioCNN(nn.Module):
+    """(B, n_mfcc, T) -> stage 1 (B, 128, T - 6) -> stage 2 (B, 128, T - 12)."""
+
+    def __init__(self, n_mfcc: int = 10, num_classes: int = 8):
+        super().__init__()
+        self.conv1d_0 = _block(n_mfcc, 64)
+        self.conv1d_1 = _block(64, 128)
+        self.conv1d_2 = _block(128, 256)
+        self.conv1d_3 = _block(256, 128)
+        # The audio-only classifier; the fusions ignore it (it is trained in unimodal runs).
+        self.classifier_1 = nn.Sequential(nn.Linear(128, num_classes))
+
+    def forward_stage1(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1d_1(self.conv1d_0(x))
+
+    def forward_stage2(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1d_3(self.conv1d_2(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier_1(self.forward_stage2(self.forward_stage1(x)).mean(-1))

@@ -1,0 +1,95 @@
+"""The three audiovisual fusions of Chumachenko et al. (ICPR 2022) behind the ONNX I/O contract.
+
+`MerModel.forward(faces, mfcc)` takes what the runtime produces: faces uint8 (B, 15, 224, 224, 3)
+RGB and mfcc float32 (B, n_mfcc, T). Scaling to [0, 1], the NHWC -> NCHW move and the optional
+downscale to a smaller internal face resolution all happen inside the graph, so the runtime
+ships a quarter of the bytes to the device and never needs torch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention, AttentionBlock
+from .audio_cnn import AudioCNN
+from .efficientface import EfficientFaceTemporal
+
+FUSIONS = ("lt", "it", "ia")
+E_DIM = 128        # stage-2 width of both branches
+VIDEO_STAGE1 = 64  # stage-1 width of the visual branch
+AUDIO_STAGE1 = 128
+
+
+class MerModel(nn.Module):
+    def __init__(self, fusion: str = "ia", n_mfcc: int = 10, num_classes: int = 8,
+                 num_frames: int = 15, image_size: int = 224, face_size: int = 224, num_heads: int = 1):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if image_size % face_size:
+            raise ValueError(f"face_size {face_size} must divide image_size {image_size}")
+        self._config = {"fusion": fusion, "n_mfcc": n_mfcc, "num_classes": num_classes, "num_frames": num_frames,
+                        "image_size": image_size, "face_size": face_size, "num_heads": num_heads}
+        self.fusion = fusion
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.face_size = face_size
+        self.audio_model = AudioCNN(n_mfcc, num_classes)
+        self.visual_model = EfficientFaceTemporal(num_classes, num_frames)
+        if fusion == "lt":
+            self.av = AttentionBlock(E_DIM, E_DIM, E_DIM, num_heads)
+            self.va = AttentionBlock(E_DIM, E_DIM, E_DIM, num_heads)
+        elif fusion == "it":
+            self.av1 = AttentionBlock(VIDEO_STAGE1, AUDIO_STAGE1, AUDIO_STAGE1, num_heads)
+            self.va1 = AttentionBlock(AUDIO_STAGE1, VIDEO_STAGE1, VIDEO_STAGE1, num_heads)
+        else:
+            self.av1 = Attention(VIDEO_STAGE1, AUDIO_STAGE1, AUDIO_STAGE1, num_heads)
+            self.va1 = Attention(AUDIO_STAGE1, VIDEO_STAGE1, VIDEO_STAGE1, num_heads)
+        self.classifier_1 = nn.Sequential(nn.Linear(2 * E_DIM, num_classes))
+
+    def config(self) -> dict:
+        """Constructor arguments, stored in checkpoints so a model can be rebuilt from one."""
+        return dict(self._config)
+
+    def prepare_faces(self, faces: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, H, W, 3) -> float (B * T, 3, face_size, face_size) in [0, 1]."""
+        b, t, h, w, c = faces.shape
+        x = faces.to(torch.float32).mul(1.0 / 255.0).permute(0, 1, 4, 2, 3).reshape(b * t, c, h, w)
+        factor = self.image_size // self.face_size
+        return F.avg_pool2d(x, factor) if factor > 1 else x
+
+    def forward(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
+
+    def forward_features(self, frame_feats: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+        """Logits from per-frame trunk features (B * T, 1024) and MFCC (B, n_mfcc, T_a).
+
+        Training with a frozen trunk enters here with cached features.
+        """
+        audio = self.audio_model.forward_stage1(mfcc)             # (B, 128, Ta)
+        video = self.visual_model.forward_stage1(frame_feats)     # (B, 64, 15)
+        if self.fusion == "lt":
+            audio = self.audio_model.forward_stage2(audio).transpose(1, 2)
+            video = self.visual_model.forward_stage2(video).transpose(1, 2)
+            pooled_a = self.av(video, audio).mean(1)
+            pooled_v = self.va(audio, video).mean(1)
+        else:
+            a_tok, v_tok = audio.transpose(1, 2), video.transpose(1, 2)
+            if self.fusion == "it":
+                audio = audio + self.av1(v_tok, a_tok).transpose(1, 2)
+                video = video + self.va1(a_tok, v_tok).transpose(1, 2)
+            else:
+                # Only the attention maps are used: summed over the queries they give one
+                # weight per time step of the *other* modality.
+                _, map_av = self.av1(v_tok, a_tok)   # (B, h, Ta, 15)
+                _, map_va = self.va1(a_tok, v_tok)   # (B, h, 15, Ta)
+                video = video * map_av.mean(1).sum(1, keepdim=True)
+                audio = audio * map_va.mean(1).sum(1, keepdim=True)
+            pooled_a = self.audio_model.forward_stage2(audio).mean(-1)
+            pooled_v = self.visual_model.forward_stage2(video).mean(-1)
+        return self.classifier_1(torch.cat((pooled_a, pooled_v), dim=-1))
+
+
+def build_model(config: dict) -> MerModel:
+    return MerModel(**config)

@@ -1,0 +1,130 @@
+"""Pretrain the EfficientFace trunk on still faces: FER+ (train split) + TFEID (train performers).
+
+Selection is on the FER+ *valid* split only; the FER+ test split and the TFEID test performers
+are evaluated once per epoch for the log but never used to choose anything.
+
+    python -m mer.train.pretrain_faces --out runs/faces --epochs 6 --size 112
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import augment, resize, to_float_nchw
+from .efficientface import FEATURE_DIM, EfficientFaceTemporal
+from .face_data import FaceSet, load_ferplus, load_tfeid
+from .paths import data_dir
+
+TFEID_TEST_PERFORMERS = ("24", "25", "26", "27", "28", "29")  # performer-disjoint hold-out
+
+
+class FaceClassifier(nn.Module):
+    """Trunk + linear head over mer's 8 labels (calm is never a target)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = EfficientFaceTemporal()
+        self.fc = nn.Linear(FEATURE_DIM, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.trunk.forward_features(x))
+
+
+def _to_rgb112(images: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if images.ndim == 3:  # grey FER+ 48x48
+        return np.stack([np.repeat(cv2.resize(im, (112, 112), interpolation=cv2.INTER_LINEAR)[:, :, None], 3, 2)
+                         for im in images])
+    return images
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256) -> dict:
+    model.eval()
+    preds = []
+    for i in range(0, len(faces.labels), batch):
+        x = resize(to_float_nchw(torch.from_numpy(faces.images[i:i + batch])), size)
+        logits = model(x)
+        logits[:, 1] = -1e9  # calm is never a face target
+        preds.append(logits.argmax(1).numpy())
+    pred = np.concatenate(preds)
+    acc = float((pred == faces.labels).mean())
+    return {"accuracy": acc, "n": int(len(pred))}
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/faces"), show_default=True)
+@click.option("--epochs", default=6, show_default=True)
+@click.option("--size", default=112, show_default=True, help="internal face resolution (224 = paper)")
+@click.option("--batch", default=96, show_default=True)
+@click.option("--lr", default=3e-3, show_default=True)
+@click.option("--threads", default=0, help="torch threads (0: all cores)")
+@click.option("--seed", default=1, show_default=True)
+def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int, seed: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
+    fer = FaceSet(_to_rgb112(fer.images), fer.targets, fer.labels, fer.groups)
+    tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
+    tfeid_test = np.isin(tfeid.groups, TFEID_TEST_PERFORMERS)
+    train = [fer.subset(fer.groups == "train"), tfeid.subset(~tfeid_test)]
+    images = np.concatenate([t.images for t in train])
+    targets = np.concatenate([t.targets for t in train])
+    valid, test = fer.subset(fer.groups == "valid"), fer.subset(fer.groups == "test")
+    tfeid_held = tfeid.subset(tfeid_test)
+
+    model = FaceClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps_per_epoch = len(images) // batch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
+    start_epoch, best = 0, -1.0
+    ckpt_path = out / "last.pt"
+    if ckpt_path.exists():  # resume
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        start_epoch, best = ck["epoch"] + 1, ck["best"]
+        print(f"resumed from epoch {ck['epoch']}", flush=True)
+    gen = torch.Generator().manual_seed(seed)
+    log = open(out / "log.jsonl", "a")
+    for epoch in range(start_epoch, epochs):
+        gen.manual_seed(seed * 1000 + epoch)
+        model.train()
+        order = torch.randperm(len(images), generator=gen).numpy()
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        for step in range(steps_per_epoch):
+            idx = np.sort(order[step * batch:(step + 1) * batch])
+            x = augment(to_float_nchw(torch.from_numpy(images[idx])), size, gen)
+            y = torch.from_numpy(targets[idx])
+            loss = -(F.log_softmax(model(x), 1) * y).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step(); sched.step()
+            seen += len(idx); loss_sum += loss.item() * len(idx)
+            if step % 50 == 0:
+                print(f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss_sum / seen:.4f} "
+                      f"{seen / (time.time() - t0):.1f} img/s", flush=True)
+        row = {"epoch": epoch, "loss": loss_sum / seen, "seconds": time.time() - t0,
+               "ferplus_valid": evaluate(model, valid, size), "ferplus_test": evaluate(model, test, size),
+               "tfeid_test_performers": evaluate(model, tfeid_held, size)}
+        print(json.dumps(row), flush=True)
+        log.write(json.dumps(row) + "\n"); log.flush()
+        if row["ferplus_valid"]["accuracy"] > best:
+            best = row["ferplus_valid"]["accuracy"]
+            torch.save({"state_dict": model.trunk.state_dict(), "fc": model.fc.state_dict(),
+                        "size": size, "epoch": epoch, "metrics": row}, out / "best_trunk.pt")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "epoch": epoch, "best": best}, ckpt_path)
+
+
+if __name__ == "__main__":
+    main()

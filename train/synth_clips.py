@@ -1,0 +1,84 @@
+"""Encode real talking-face test clips with PyAV: a still face moved over a frame, plus speech.
+
+No paired RAVDESS video exists here, so tests and benchmarks build clips from real faces (TFEID
+crops) and real speech (RAVDESS audio). Only numpy and av are needed (no torch).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def place_face(face: np.ndarray, width: int, height: int, t: float, scale: float = 1.0,
+               background: int = 90) -> np.ndarray:
+    """A (height, width, 3) frame with `face` (RGB) pasted near the centre, swaying with time t."""
+    import cv2
+
+    frame = np.full((height, width, 3), background, np.uint8)
+    side = int(min(width, height) * 0.45 * scale)
+    face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA if side < face.shape[0] else cv2.INTER_LINEAR)
+    x = (width - side) // 2 + int(12 * np.sin(2 * np.pi * 0.7 * t))
+    y = (height - side) // 2 + int(6 * np.cos(2 * np.pi * 0.5 * t))
+    frame[y:y + side, x:x + side] = face
+    return frame
+
+
+def write_clip(path: Path, frames: list[np.ndarray] | None, fps: float = 30.0,
+               audio: np.ndarray | None = None, sample_rate: int = 16000, audio_rate: int = 44100,
+               codec: str = "libx264", rotation: int = 0) -> Path:
+    """Write an mp4/mkv/webm... with H.264 (or `codec`) video and AAC/Opus audio.
+
+    `rotation` (degrees, counter-clockwise) is stored as display-matrix side data the way phones
+    do; the stored frames are then the picture turned the other way.
+    """
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        vstream = astream = None
+        if frames is not None:
+            h, w = frames[0].shape[:2]
+            vstream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            vstream.width, vstream.height, vstream.pix_fmt = w, h, "yuv420p"
+            vstream.options = {"preset": "ultrafast"} if codec == "libx264" else {}
+        if audio is not None:
+            acodec = "libopus" if path.suffix == ".webm" else "aac"
+            rate = 48000 if acodec == "libopus" else audio_rate
+            astream = out.add_stream(acodec, rate=rate)
+            astream.layout = "stereo"
+        if frames is not None:
+            for rgb in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                for packet in vstream.encode(frame):
+                    out.mux(packet)
+            for packet in vstream.encode(None):
+                out.mux(packet)
+        if audio is not None:
+            _encode_audio(out, astream, audio, sample_rate)
+    return path
+
+
+def _encode_audio(out: av.container.OutputContainer, stream, audio: np.ndarray, sample_rate: int) -> None:
+    """Resample mono float audio to the stream's format, layout and frame size, and mux it."""
+    resampler = av.AudioResampler(format=stream.format.name, layout=stream.layout.name, rate=stream.rate,
+                                  frame_size=stream.frame_size or None)
+    src = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32)[None, :], format="flt", layout="mono")
+    src.sample_rate, src.pts, src.time_base = sample_rate, 0, Fraction(1, sample_rate)
+    for frame in resampler.resample(src) + resampler.resample(None):
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+
+
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int = 16000) -> Path:
+    """Audio-only file; codec from the suffix (.wav PCM, .flac, .mp3, .m4a AAC, .ogg Opus)."""
+    path = Path(path)
+    codec = {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame", ".m4a": "aac", ".ogg": "libopus"}[path.suffix]
+    with av.open(str(path), "w") as out:
+        rate = 48000 if codec == "libopus" else (44100 if codec in ("libmp3lame", "aac") else sample_rate)
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        _encode_audio(out, stream, audio, sample_rate)
+    return path
