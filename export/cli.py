@@ -100,3 +100,7 @@ def main(fusion: str, checkpoint: Path | None, out: Path, batch: int, check_clip
         click.echo(f"  {engine_path}  skipped: {why}")
     if diff > 1e-4:
         click.echo(f"mer-export: warning: ONNX differs from PyTorch by {diff:.2e} (> 1e-4)", err=True)
+
+
+if __name__ == "__main__":
+    main()

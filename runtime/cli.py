@@ -11,8 +11,6 @@ import sys
 
 import click
 
-from .spec import LABELS
-
 FUSION_CHOICES = ("lt", "it", "ia")
 BACKEND_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -53,7 +51,7 @@ def _table_row(name: str, width: int, result) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input per line.")
 def main(paths: tuple[str, ...], model_path: str | None, fusion: str | None, backend: str, as_json: bool) -> None:
     """Recognise the emotion in each talking-face clip (mp4, avi, mkv, mov, webm...) or speech
-    file (wav, flac, mp3...). Labels: """ + ", ".join(LABELS) + "."
+    file (wav, flac, mp3...): neutral, calm, happy, sad, angry, fearful, disgust or surprised."""
     _route_native_stderr_away()
     if model_path and fusion:
         raise click.UsageError("give --model or --fusion, not both")
@@ -92,3 +90,7 @@ def main(paths: tuple[str, ...], model_path: str | None, fusion: str | None, bac
                 for warning in result.warnings:
                     click.echo(f"{'':<{width}}  note: {warning}")
     sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

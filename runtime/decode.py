@@ -99,7 +99,7 @@ class _VideoSampler:
         self._prev: av.VideoFrame | None = None
         self._prev_id = -1
         self._prev_rgb: np.ndarray | None = None
-        self._count = 0
+        self.count = 0  # frames seen so far
 
     @property
     def done(self) -> bool:
@@ -114,11 +114,11 @@ class _VideoSampler:
     def push(self, frame: av.VideoFrame, t: float) -> None:
         while not self.done and t > self.targets[len(self.frames)]:
             if self._prev is None:  # the stream starts after the target: use its first frame
-                self._prev, self._prev_id = frame, self._count
+                self._prev, self._prev_id = frame, self.count
             self._take_prev()
         if self._prev is not frame:
-            self._prev, self._prev_id, self._prev_rgb = frame, self._count, None
-        self._count += 1
+            self._prev, self._prev_id, self._prev_rgb = frame, self.count, None
+        self.count += 1
 
     def finish(self) -> int:
         """Hold the last frame for targets past the end; returns how many were held."""
@@ -200,7 +200,7 @@ def _decode(path: Path, container: av.container.InputContainer, spec: FeatureSpe
         if packet.stream is vstream and sampler is not None and not sampler.done:
             try:
                 for frame in packet.decode():
-                    t = frame.time - origin if frame.time is not None else sampler._count / fps
+                    t = frame.time - origin if frame.time is not None else sampler.count / fps
                     sampler.push(frame, t)
             except av.error.InvalidDataError:
                 decode_errors += 1

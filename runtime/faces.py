@@ -8,6 +8,7 @@ which is how the model was taught "no visual input".
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from dataclasses import dataclass
@@ -69,9 +70,14 @@ class FaceCropper:
                     min_detection_confidence=min_confidence))
                 for name in _MODELS]
 
+        # Close before interpreter teardown, or MediaPipe's __del__ complains at exit.
+        atexit.register(self.close)
+
     def close(self) -> None:
         for det in self._detectors:
             det.close()
+        self._detectors = []
+        atexit.unregister(self.close)
 
     def detect(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         """Boxes (x, y, w, h, score) in `rgb`'s pixels; first detector that finds any wins."""

@@ -10,11 +10,17 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv1d(cin, cout, 3), nn.BatchNorm1d(cout), nn.ReLU(inplace=True), nn.MaxPool1d(2, 1))
 
 
+INPUT_NORMS = ("none", "cmn", "cmvn")
+
+
 class AudioCNN(nn.Module):
     """(B, n_mfcc, T) -> stage 1 (B, 128, T - 6) -> stage 2 (B, 128, T - 12)."""
 
-    def __init__(self, n_mfcc: int = 10, num_classes: int = 8):
+    def __init__(self, n_mfcc: int = 10, num_classes: int = 8, input_norm: str = "none"):
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}")
+        self.input_norm = input_norm
         self.conv1d_0 = _block(n_mfcc, 64)
         self.conv1d_1 = _block(64, 128)
         self.conv1d_2 = _block(128, 256)
@@ -22,7 +28,20 @@ class AudioCNN(nn.Module):
         # The audio-only classifier; the fusions ignore it (it is trained in unimodal runs).
         self.classifier_1 = nn.Sequential(nn.Linear(128, num_classes))
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-utterance cepstral mean (and variance) normalisation over time, inside the graph.
+
+        The paper feeds raw MFCCs ("none"). All-zero input (absent audio) stays all-zero.
+        """
+        if self.input_norm == "none":
+            return x
+        x = x - x.mean(-1, keepdim=True)
+        if self.input_norm == "cmvn":
+            x = x / (x.std(-1, keepdim=True) + 1e-3)
+        return x
+
     def forward_stage1(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalise(x)
         return self.conv1d_1(self.conv1d_0(x))
 
     def forward_stage2(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,10 +28,10 @@ def place_face(face: np.ndarray, width: int, height: int, t: float, scale: float
 
 def write_clip(path: Path, frames: list[np.ndarray] | None, fps: float = 30.0,
                audio: np.ndarray | None = None, sample_rate: int = 16000, audio_rate: int = 44100,
-               codec: str = "libx264", rotation: int = 0) -> Path:
+               codec: str = "libx264", rotation: int = 0, crf: int = 23) -> Path:
     """Write an mp4/mkv/webm... with H.264 (or `codec`) video and AAC/Opus audio.
 
-    `rotation` (degrees, counter-clockwise) is stored as display-matrix side data the way phones
+    `crf` 0 makes H.264 lossless (tests that read pixel values back). `rotation` (degrees, counter-clockwise) is stored as display-matrix side data the way phones
     do; the stored frames are then the picture turned the other way.
     """
     path = Path(path)
@@ -41,7 +41,7 @@ def write_clip(path: Path, frames: list[np.ndarray] | None, fps: float = 30.0,
             h, w = frames[0].shape[:2]
             vstream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             vstream.width, vstream.height, vstream.pix_fmt = w, h, "yuv420p"
-            vstream.options = {"preset": "ultrafast"} if codec == "libx264" else {}
+            vstream.options = {"preset": "ultrafast", "crf": str(crf)} if codec == "libx264" else {}
         if audio is not None:
             acodec = "libopus" if path.suffix == ".webm" else "aac"
             rate = 48000 if acodec == "libopus" else audio_rate
@@ -56,7 +56,29 @@ def write_clip(path: Path, frames: list[np.ndarray] | None, fps: float = 30.0,
                 out.mux(packet)
         if audio is not None:
             _encode_audio(out, astream, audio, sample_rate)
+    if rotation:
+        _set_display_rotation(path, rotation)
     return path
+
+
+def _set_display_rotation(path: Path, degrees: int) -> None:
+    """Write a display matrix into the mp4's video track header (tkhd), as phones do.
+
+    `degrees` is counter-clockwise, as FFmpeg's av_display_rotation_get reports it (a phone held
+    upright records -90: the stored frames must be turned 90 degrees clockwise to be shown).
+    """
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    if at < 0:
+        raise ValueError(f"{path}: no tkhd box (display rotation needs an mp4/mov)")
+    version = data[at + 4]
+    matrix_at = at + 8 + (20 if version == 0 else 32) + 16
+    rad = np.deg2rad(degrees)
+    cos, sin = round(np.cos(rad)) * 65536, round(np.sin(rad)) * 65536
+    data[matrix_at:matrix_at + 36] = struct.pack(">9i", cos, -sin, 0, sin, cos, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
 
 
 def _encode_audio(out: av.container.OutputContainer, stream, audio: np.ndarray, sample_rate: int) -> None:

@@ -1,0 +1,117 @@
+"""Shared fixtures: real speech and faces from ../shared, clips encoded with PyAV, exported models.
+
+Tests that need ../shared skip with the reason when it is absent (a user's fresh clone)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(os.environ.get("MER_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SPEECH = SHARED / "data" / "ravdess_speech_16k"
+TFEID = SHARED / "data" / "faces" / "tfeid" / "images"
+needs_shared = pytest.mark.skipif(not SPEECH.is_dir() or not TFEID.is_dir(),
+                                  reason=f"real speech/faces not found under {SHARED} (set MER_SHARED)")
+
+
+def read_speech(name: str = "03-01-03-02-01-01-03.flac") -> tuple[np.ndarray, int]:
+    """A RAVDESS utterance (actor 03, happy, strong) as mono float32 at 16 kHz."""
+    from mer.runtime.decode import decode_clip
+    from mer.runtime.spec import FeatureSpec
+
+    actor = name.split("-")[-1].split(".")[0]
+    clip = decode_clip(SPEECH / f"Actor_{actor}" / name, FeatureSpec(window_s=6.0))
+    n = int(round(clip.duration * 16000))
+    return clip.audio[:n], 16000
+
+
+def read_face(name: str = "0111b01.jpg") -> np.ndarray:
+    """A TFEID face crop (performer 01, happy) as RGB uint8 256x256."""
+    import cv2
+
+    return cv2.imread(str(TFEID / name))[:, :, ::-1].copy()
+
+
+@pytest.fixture(scope="session")
+def speech() -> np.ndarray:
+    if not SPEECH.is_dir():
+        pytest.skip(f"no RAVDESS speech under {SPEECH}")
+    return read_speech()[0]
+
+
+@pytest.fixture(scope="session")
+def face() -> np.ndarray:
+    if not TFEID.is_dir():
+        pytest.skip(f"no TFEID faces under {TFEID}")
+    return read_face()
+
+
+@pytest.fixture(scope="session")
+def clip_factory(tmp_path_factory, face, speech):
+    """make(name, seconds=..., fps=..., size=(w, h), audio=True, faces=1, rotation=0, codec=...)."""
+    from mer.train.synth_clips import place_face, write_clip
+
+    root = tmp_path_factory.mktemp("clips")
+
+    def make(name: str, seconds: float | None = None, fps: float = 30.0, size: tuple[int, int] = (1280, 720),
+             audio: bool = True, faces: int = 1, rotation: int = 0, codec: str = "libx264") -> Path:
+        wave = speech
+        if seconds is not None:
+            reps = int(np.ceil(seconds * 16000 / len(speech)))
+            wave = np.tile(speech, reps)[: int(seconds * 16000)]
+        duration = len(wave) / 16000
+        w, h = size
+        frames = []
+        for i in range(int(round(duration * fps))):
+            t = i / fps
+            if faces == 0:
+                frame = np.full((h, w, 3), 90, np.uint8)
+                frame[h // 3: h // 2, w // 3: w // 2] = (40, 160, 60)  # an object, not a face
+            elif faces == 1:
+                frame = place_face(face, w, h, t)
+            else:  # a large face on the left, a smaller one on the right
+                frame = np.full((h, w, 3), 90, np.uint8)
+                import cv2
+                big, small = int(h * 0.55), int(h * 0.3)
+                frame[h // 5: h // 5 + big, w // 10: w // 10 + big] = cv2.resize(face, (big, big))
+                frame[h // 3: h // 3 + small, w * 6 // 10: w * 6 // 10 + small] = cv2.resize(face, (small, small))
+            if rotation:
+                frame = np.ascontiguousarray(np.rot90(frame, -rotation // 90))
+            frames.append(frame)
+        return write_clip(root / name, frames, fps, wave if audio else None, 16000, codec=codec, rotation=rotation)
+
+    return make
+
+
+def _export(fusion: str, out: Path) -> Path:
+    from mer.export.onnx_export import export_onnx
+    from mer.train import checkpoint as ckpt
+
+    source = ckpt.bundled_checkpoint(fusion)
+    model, spec, trained_on = ckpt.load_checkpoint(source, fusion) if source.is_file() else ckpt.untrained(fusion)
+    return export_onnx(model, spec, out / f"{fusion}.onnx", trained_on)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """fusion -> exported fp32 ONNX path (exported once per session)."""
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("exports")
+    cache: dict[str, Path] = {}
+
+    def get(fusion: str) -> Path:
+        if fusion not in cache:
+            cache[fusion] = _export(fusion, out)
+        return cache[fusion]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def recognizer(exported):
+    from mer.runtime import Recognizer
+
+    with Recognizer(exported("ia"), backend="cpu") as rec:
+        yield rec

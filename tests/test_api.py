@@ -1,0 +1,82 @@
+"""The Python API (`Recognizer`), and the runtime's independence from torch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mer.runtime import LABELS, ModelError, Recognizer
+from mer.runtime.errors import InputError
+
+
+def test_predict_arrays_with_either_or_both_modalities(recognizer, speech, face):
+    from mer.runtime.faces import FaceCropper
+    from mer.train.synth_clips import place_face
+
+    cropper = FaceCropper(recognizer.spec)
+    faces = cropper([place_face(face, 1280, 720, k * 0.24) for k in range(15)]).faces
+    cropper.close()
+    both = recognizer.predict_arrays(faces=faces, audio=speech)
+    audio_only = recognizer.predict_arrays(audio=speech)
+    face_only = recognizer.predict_arrays(faces=faces)
+    for result in (both, audio_only, face_only):
+        assert result.label in LABELS and abs(sum(result.probabilities.values()) - 1) < 1e-6
+        record = result.to_dict()
+        json.dumps(record)
+        assert set(record["timings_ms"]) == {"decode", "faces", "mfcc", "model", "total"}
+    assert audio_only.faces_detected == 0 and audio_only.audio
+    assert face_only.faces_detected == 15 and not face_only.audio
+    # A trained model uses both modalities: removing one changes the output.
+    if not recognizer.info.metadata["mer.trained_on"].startswith("nothing"):
+        both_p, audio_p = (np.array(list(r.probabilities.values())) for r in (both, audio_only))
+        assert np.abs(both_p - audio_p).max() > 1e-3
+
+
+def test_predict_arrays_rejects_wrong_shapes(recognizer):
+    with pytest.raises(ValueError, match="uint8"):
+        recognizer.predict_arrays(faces=np.zeros((15, 112, 112, 3), np.uint8))
+    with pytest.raises(ValueError, match="mono"):
+        recognizer.predict_arrays(audio=np.zeros((2, 16000), np.float32))
+    with pytest.raises(ValueError):
+        recognizer.predict_arrays()
+
+
+def test_predict_reuses_one_session_and_detector(recognizer, clip_factory):
+    clip = clip_factory("good.mp4")
+    first = recognizer.predict(clip)
+    session, cropper = recognizer._model.session, recognizer.cropper
+    second = recognizer.predict(clip)
+    assert recognizer._model.session is session and recognizer.cropper is cropper
+    assert first.probabilities == pytest.approx(second.probabilities, abs=1e-6)
+
+
+def test_bad_path_raises_input_error(recognizer, tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        recognizer.predict(tmp_path / "nope.mp4")
+
+
+def test_unknown_backend_and_unavailable_provider(exported):
+    with pytest.raises(ModelError, match="unknown backend"):
+        Recognizer(exported("ia"), backend="vulkan")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ModelError, match="CUDAExecutionProvider"):
+            Recognizer(exported("ia"), backend="cuda")
+
+
+def test_runtime_never_imports_torch(exported, clip_factory):
+    code = (
+        "import sys; from mer.runtime import Recognizer\n"
+        f"r = Recognizer({str(exported('ia'))!r}, backend='cpu')\n"
+        f"res = r.predict({str(clip_factory('good.mp4'))!r})\n"
+        "r.close()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(res.label)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() in LABELS

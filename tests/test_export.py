@@ -1,0 +1,104 @@
+"""ONNX export: checker with full shape inference, metadata, parity with PyTorch, FP16, the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from mer.export.fp16 import convert_fp16  # noqa: E402
+from mer.export.onnx_export import max_abs_diff_vs_torch  # noqa: E402
+from mer.runtime.faces import FaceCropper  # noqa: E402
+from mer.runtime.mfcc import mfcc  # noqa: E402
+from mer.runtime.spec import DEFAULT_SPEC, LABELS, FeatureSpec  # noqa: E402
+from mer.train import checkpoint as ckpt  # noqa: E402
+from mer.train.synth_clips import place_face  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def real_inputs(face, speech):
+    """Real face crops (MediaPipe on frames showing a TFEID face) and real speech MFCC."""
+    frames = [place_face(face, 1280, 720, k * 0.24) for k in range(15)]
+    cropper = FaceCropper(DEFAULT_SPEC)
+    crops = cropper(frames)
+    cropper.close()
+    assert crops.detected == 15
+    wave = np.pad(speech[: DEFAULT_SPEC.n_samples], (0, max(0, DEFAULT_SPEC.n_samples - len(speech))))
+    return crops.faces[None], mfcc(wave, DEFAULT_SPEC)[None]
+
+
+def _model(fusion):
+    source = ckpt.bundled_checkpoint(fusion)
+    return ckpt.load_checkpoint(source, fusion)[0] if source.is_file() else ckpt.untrained(fusion)[0]
+
+
+@pytest.mark.parametrize("fusion", ["lt", "it", "ia"])
+def test_onnx_is_valid_fixed_shape_and_matches_torch(exported, real_inputs, fusion, tmp_path):
+    path = exported(fusion)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    shapes = {i.name: (i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])
+              for i in proto.graph.input}
+    assert shapes == {"faces": (onnx.TensorProto.UINT8, [1, 15, 224, 224, 3]),
+                      "mfcc": (onnx.TensorProto.FLOAT, [1, *DEFAULT_SPEC.mfcc_shape])}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["mer.labels"]) == list(LABELS)
+    assert meta["mer.fusion"] == fusion
+    assert FeatureSpec.from_json(meta["mer.feature_spec"]) == DEFAULT_SPEC
+    assert meta["mer.version"] and meta["mer.trained_on"]
+
+    faces, feats = real_inputs
+    diff = max_abs_diff_vs_torch(_model(fusion), path, faces, feats)
+    print(f"{fusion}: max |onnx - torch| = {diff:.2e}")
+    assert diff < 1e-4
+
+    half = convert_fp16(path, tmp_path / f"{fusion}.fp16.onnx")
+    session = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()] == [("faces", "tensor(uint8)"), ("mfcc", "tensor(float)")]
+    assert session.get_outputs()[0].type == "tensor(float)"
+    full = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ref = full.run(None, {"faces": faces, "mfcc": feats})[0]
+    got = session.run(None, {"faces": faces, "mfcc": feats})[0]
+    dev = float(np.abs(got - ref).max())
+    print(f"{fusion}: max |fp16 - fp32| = {dev:.2e} (logit range {np.ptp(ref):.2f})")
+    assert dev < 0.05 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_mer_export_cli_writes_onnx_and_says_why_tensorrt_was_skipped(tmp_path):
+    out = tmp_path / "exports"
+    proc = subprocess.run([sys.executable, "-m", "mer.export.cli", "--fusion", "ia", "--untrained", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "ia.onnx").is_file() and (out / "ia.fp16.onnx").is_file()
+    assert "max |onnx - torch|" in proc.stdout and "max |fp16 - fp32|" in proc.stdout
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert "skipped: tensorrt is not installed" in proc.stdout
+
+
+def test_mer_export_refuses_a_checkpoint_of_another_fusion(tmp_path):
+    model, spec, _ = ckpt.untrained("lt")
+    ckpt.save_checkpoint(tmp_path / "lt.pt", model, spec, "test")
+    proc = subprocess.run([sys.executable, "-m", "mer.export.cli", "--fusion", "ia", "--checkpoint",
+                           str(tmp_path / "lt.pt"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "holds a 'lt' model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tensorrt_engine_builds_with_sidecar(exported, tmp_path):
+    from mer.export.tensorrt_engine import available, build_engine
+
+    ok, why = available()
+    if not ok:
+        pytest.skip(f"TensorRT path unverified here: {why}")
+    engine = build_engine(exported("ia"), tmp_path / "ia.fp16.engine", timing_cache=tmp_path / "timing.cache")
+    sidecar = json.loads((tmp_path / "ia.fp16.engine.json").read_text())
+    assert engine.stat().st_size > 0 and sidecar["precision"] == "fp16" and sidecar["tensorrt_version"]

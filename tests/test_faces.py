@@ -1,0 +1,66 @@
+"""Real MediaPipe BlazeFace on real faces: detection, largest face, square crops, fill rules."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mer.runtime.faces import FaceCropper
+from mer.runtime.spec import DEFAULT_SPEC
+from mer.train.synth_clips import place_face
+
+
+@pytest.fixture(scope="module")
+def cropper():
+    c = FaceCropper(DEFAULT_SPEC)
+    yield c
+    c.close()
+
+
+def test_real_face_is_found_and_cropped_square(cropper, face):
+    frame = place_face(face, 1280, 720, 0.0)
+    boxes = cropper.detect(frame)
+    assert len(boxes) == 1
+    x, y, w, h, score = boxes[0]
+    # The face was pasted as a 324 px square at the frame's centre.
+    assert abs((x + w / 2) - 640) < 60 and abs((y + h / 2) - 360) < 80 and score > 0.5
+    crops = cropper([frame] * 15)
+    assert crops.faces.shape == (15, 224, 224, 3) and crops.detected == 15
+    assert crops.faces.mean() > 40
+
+
+def test_no_face_gives_zeros(cropper):
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    crops = cropper([frame] * 15)
+    assert crops.detected == 0 and not crops.faces.any()
+
+
+def test_frames_without_a_face_borrow_the_nearest_face(cropper, face):
+    blank = np.full((720, 1280, 3), 90, np.uint8)
+    with_face = place_face(face, 1280, 720, 0.0)
+    frames = [blank] * 5 + [with_face] + [blank] * 9
+    crops = cropper(frames)
+    assert crops.detected == 1
+    assert all(np.array_equal(crops.faces[i], crops.faces[5]) for i in range(15))
+
+
+def test_largest_of_two_faces_wins(cropper, face):
+    import cv2
+
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[100:600, 100:600] = cv2.resize(face, (500, 500))
+    frame[200:520, 750:1070] = cv2.resize(face, (320, 320))
+    boxes = cropper.detect(frame)
+    assert len(boxes) == 2
+    crops = cropper([frame] * 15)
+    assert crops.max_faces == 2
+    # The crop shows the big face: its box centre is on the left half.
+    big = max(boxes, key=lambda b: b[2] * b[3])
+    assert big[0] + big[2] / 2 < 640
+
+
+def test_crop_near_the_edge_is_zero_padded(cropper, face):
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    import cv2
+    frame[0:300, 0:300] = cv2.resize(face, (300, 300))
+    crop = cropper.crop(frame, cropper.detect(frame)[0])
+    assert crop.shape == (224, 224, 3)

@@ -1,0 +1,86 @@
+"""Speech cache: each take's audio decoded once by the runtime's own decoder and resampler.
+
+The cache keeps up to CACHE_S seconds per take (RAVDESS utterances are under 6 s), so training
+can draw windows around the centre; the runtime's centred window is `runtime_window`. MFCCs are
+then computed by the runtime's NumPy front end, so training and serving see the same features.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mer.runtime.decode import decode_clip, window_for
+from mer.runtime.mfcc import mfcc
+from mer.runtime.spec import FeatureSpec
+
+from .ravdess import Take
+
+CACHE_S = 6.0
+
+
+@dataclasses.dataclass
+class SpeechCache:
+    audio: np.ndarray       # float32 (N, CACHE_S * rate), end-padded with zeros
+    durations: np.ndarray   # float64 (N,) seconds of real audio
+    labels: np.ndarray      # int64 (N,)
+    actors: np.ndarray      # int64 (N,)
+    keys: list[str]
+    sample_rate: int
+
+    def select(self, actors: tuple[int, ...]) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.actors, actors))
+
+
+def build_speech_cache(takes: list[Take], spec: FeatureSpec, cache_dir: Path) -> SpeechCache:
+    """Decode (or load from `cache_dir`) the audio of every take that has an audio file."""
+    takes = [t for t in takes if t.audio is not None]
+    digest = hashlib.sha1(json.dumps([str(t.audio) for t in takes] + [spec.sample_rate]).encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"speech-{spec.sample_rate}-{digest}.npz"
+    if path.exists():
+        blob = np.load(path)
+        return SpeechCache(blob["audio"], blob["durations"], blob["labels"], blob["actors"],
+                           [str(k) for k in blob["keys"]], int(blob["sample_rate"]))
+    long_spec = dataclasses.replace(spec, window_s=CACHE_S)
+    audio = np.zeros((len(takes), long_spec.n_samples), np.float32)
+    durations = np.zeros(len(takes))
+    for i, take in enumerate(tqdm(takes, desc="decoding speech", unit="file")):
+        clip = decode_clip(take.audio, long_spec)
+        audio[i] = clip.audio
+        durations[i] = min(clip.duration or CACHE_S, CACHE_S)
+    cache = SpeechCache(audio, durations, np.array([t.emotion for t in takes]), np.array([t.actor for t in takes]),
+                        [t.key for t in takes], spec.sample_rate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path.with_suffix(".tmp.npz"), audio=audio, durations=durations, labels=cache.labels,
+             actors=cache.actors, keys=np.array(cache.keys), sample_rate=spec.sample_rate)
+    path.with_suffix(".tmp.npz").replace(path)
+    return cache
+
+
+def runtime_window(cache: SpeechCache, i: int, spec: FeatureSpec, shift_s: float = 0.0) -> np.ndarray:
+    """The spec's window of take i as the runtime would take it, optionally shifted by shift_s."""
+    start = window_for(float(cache.durations[i]), spec).start + shift_s
+    first = int(round(max(0.0, start) * spec.sample_rate))
+    out = cache.audio[i, first:first + spec.n_samples]
+    return np.pad(out, (0, spec.n_samples - len(out)))
+
+
+def mfcc_batch(cache: SpeechCache, idx: np.ndarray, spec: FeatureSpec, rng: np.random.Generator | None = None,
+               max_shift_s: float = 0.25, gain_db: float = 6.0, noise_snr_db: tuple[float, float] = (15.0, 40.0),
+               ) -> np.ndarray:
+    """(len(idx), n_mfcc, T) MFCCs; with `rng`, random shift, gain and background noise first."""
+    out = np.zeros((len(idx), *spec.mfcc_shape), np.float32)
+    for j, i in enumerate(idx):
+        shift = rng.uniform(-max_shift_s, max_shift_s) if rng is not None else 0.0
+        wave = runtime_window(cache, int(i), spec, shift)
+        if rng is not None:
+            wave = wave * np.float32(10 ** (rng.uniform(-gain_db, gain_db) / 20))
+            power = float(np.mean(wave ** 2)) + 1e-12
+            snr = rng.uniform(*noise_snr_db)
+            wave = wave + rng.standard_normal(len(wave)).astype(np.float32) * np.float32(np.sqrt(power / 10 ** (snr / 10)))
+        out[j] = mfcc(wave, spec)
+    return out
