@@ -46,5 +46,7 @@ def load_checkpoint(path: Path, fusion: str | None = None) -> tuple[MerModel, Fe
     return model, PAPER_SPEC, f"reference checkpoint {path.name} (RGB/BGR and crops may differ from mer's)"
 
 
-def untrained(fusion: str) -> tuple[MerModel, FeatureSpec, str]:
+def untrained(fusion: str, seed: int = 0) -> tuple[MerModel, FeatureSpec, str]:
+    """Randomly initialised (seeded, so the same call gives the same weights)."""
+    torch.manual_seed(seed)
     return MerModel(fusion), DEFAULT_SPEC, "nothing (randomly initialised, untrained)"

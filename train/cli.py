@@ -1,0 +1,219 @@
+"""`mer-train`: the CPU recipe that made the bundled models, and the paper's end-to-end recipe.
+
+CPU recipe (what ships; each stage resumable, each number reproducible):
+    mer-train faces                       # EfficientFace trunk on FER+ (+ TFEID), 112 px
+    mer-train audio                       # audio branch, 5 actor-disjoint folds over 03-24
+    mer-train fusion --fusion ia          # fusion per fold: frozen trunk, speech, modality dropout
+    mer-train ship --fusion ia            # one model on all of 03-24 -> train/checkpoints/ia.pt
+Paper recipe (needs RAVDESS video, ideally a GPU; torchrun for several):
+    mer-train paper --fusion ia --data RAVDESS_DIR --preset paper
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .paths import data_dir
+
+RUNS = Path("runs")
+
+
+def _folds(preset: str, names: tuple[str, ...]):
+    from .ravdess import PRESETS
+
+    folds = PRESETS[preset]
+    if not names:
+        return folds
+    unknown = set(names) - {f.name for f in folds}
+    if unknown:
+        raise click.BadParameter(f"unknown fold(s) {sorted(unknown)}; {preset} has {[f.name for f in folds]}")
+    return [f for f in folds if f.name in names]
+
+
+def _speech(data: Path, preset: str, spec):
+    from .audio_cache import build_speech_cache
+    from .ravdess import RavdessError, check_no_held_out, index_ravdess
+
+    try:
+        takes = index_ravdess(data)
+    except RavdessError as exc:
+        raise click.ClickException(str(exc)) from None
+    if preset != "paper":  # actors 01-02 are held out unless the paper's own folds are asked for
+        takes = check_no_held_out(takes)
+    return build_speech_cache(takes, spec, RUNS / "cache")
+
+
+def _spec(n_mfcc: int):
+    from mer.runtime.spec import FeatureSpec
+
+    return FeatureSpec(n_mfcc=n_mfcc)
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1))
+
+
+def _summary(name: str, accs: list[float]) -> str:
+    return f"{name}: {100 * np.mean(accs):.1f} ± {100 * np.std(accs):.1f} % over {len(accs)} folds"
+
+
+data_option = click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+                           default=lambda: str(data_dir() / "ravdess_speech_16k"), show_default="../shared/data/ravdess_speech_16k",
+                           help="A RAVDESS tree (any layout).")
+preset_option = click.option("--preset", type=click.Choice(["actors03-24", "paper"]), default="actors03-24", show_default=True)
+fold_option = click.option("--fold", "folds", multiple=True, help="Fold name(s), e.g. test03-06 (default: all).")
+mfcc_option = click.option("--n-mfcc", default=10, show_default=True)
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=RUNS / "faces", show_default=True)
+@click.option("--epochs", default=8, show_default=True)
+@click.option("--size", default=112, show_default=True, help="Internal face resolution (224 = paper).")
+@click.pass_context
+def faces(ctx, out: Path, epochs: int, size: int) -> None:
+    """Pretrain the face trunk on FER+ and TFEID (resumes from OUT/last.pt)."""
+    from . import pretrain_faces
+
+    ctx.invoke(pretrain_faces.main, out=out, epochs=epochs, size=size)
+
+
+@main.command()
+@data_option
+@preset_option
+@fold_option
+@mfcc_option
+@click.option("--epochs", default=40, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=RUNS / "audio", show_default=True)
+def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, epochs: int, out: Path) -> None:
+    """Audio branch alone, fold by fold; selection on each fold's validation actors."""
+    from .train_audio import AudioRecipe, train_fold
+
+    spec = _spec(n_mfcc)
+    cache = _speech(data, preset, spec)
+    recipe = AudioRecipe(epochs=epochs)
+    results = []
+    for fold in _folds(preset, folds):
+        done = out / f"audio-{fold.name}.json"
+        if done.exists():  # resume: a finished fold is not run again
+            results.append(json.loads(done.read_text()))
+            continue
+        results.append(train_fold(cache, spec, fold, recipe, out, log=click.echo))
+        click.echo(f"{fold.name}: test accuracy {results[-1]['test']['accuracy']:.3f} (epoch {results[-1]['best_epoch']})")
+    _write(out / "summary.json", [{k: r[k] for k in ("fold", "test_actors", "best_epoch", "test")} for r in results])
+    click.echo(_summary("audio branch", [r["test"]["accuracy"] for r in results]))
+
+
+def _trunk_state(path: Path) -> dict:
+    import torch
+
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no pretrained face trunk (run `mer-train faces` first)")
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _face_features(trunk_path: Path, size: int):
+    from .efficientface import EfficientFaceTemporal
+    from .face_data import load_ferplus, load_tfeid
+    from .face_features import load_or_extract
+    from .pretrain_faces import _to_rgb112
+
+    trunk = EfficientFaceTemporal()
+    trunk.load_state_dict(_trunk_state(trunk_path), strict=False)
+    cache = RUNS / "cache" / f"face-features-{trunk_path.stat().st_mtime_ns}-{size}.npz"
+    sets = {}
+    if not cache.exists():
+        fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
+        fer = dataclasses.replace(fer, images=_to_rgb112(fer.images))
+        sets = {"ferplus": fer, "tfeid": load_tfeid(data_dir() / "faces" / "tfeid")}
+    return load_or_extract(cache, trunk, sets, size)
+
+
+@main.command()
+@click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
+@data_option
+@preset_option
+@fold_option
+@mfcc_option
+@click.option("--epochs", default=25, show_default=True)
+@click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
+@click.option("--audio-init", type=click.Path(path_type=Path), default=None,
+              help="Folder of `mer-train audio` checkpoints to start the audio branch from (same fold); "
+                   "default: from scratch, as `ship` does.")
+@click.option("--out", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True)
+def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, epochs: int, trunk: Path,
+           audio_init: Path | None, out: Path) -> None:
+    """A fusion per fold: cached trunk features of still faces paired with speech by emotion."""
+    import torch
+
+    from .pretrain_faces import TFEID_TEST_PERFORMERS
+    from .train_fusion import FacePools, FusionRecipe, train_fusion_fold
+
+    spec = _spec(n_mfcc)
+    cache = _speech(data, preset, spec)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs)
+    faces = _face_features(trunk, recipe.face_size)
+    pools = FacePools.split(faces, TFEID_TEST_PERFORMERS)
+    trunk_state = _trunk_state(trunk)
+    results = []
+    for fold in _folds(preset, folds):
+        done = out / fusion / f"{fold.name}.json"
+        if done.exists():
+            results.append(json.loads(done.read_text()))
+            continue
+        audio_state = None
+        if audio_init is not None:
+            audio_state = torch.load(audio_init / f"audio-{fold.name}.pt", map_location="cpu")["state_dict"]
+        _, result = train_fusion_fold(cache, faces, pools, spec, fold, recipe, trunk_state, audio_state, log=click.echo)
+        _write(done, result)  # type: ignore[arg-type]
+        results.append(result)
+        t = result["test"]
+        click.echo(f"{fold.name}: audiovisual {t['audiovisual']['accuracy']:.3f}, audio only "
+                   f"{t['audio_only']['accuracy']:.3f}, video only {t['video_only']['accuracy']:.3f}")
+    for mode in ("audiovisual", "audio_only", "video_only"):
+        click.echo(_summary(f"{fusion} {mode}", [r["test"][mode]["accuracy"] for r in results]))
+
+
+@main.command()
+@click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
+@data_option
+@mfcc_option
+@click.option("--epochs", default=25, show_default=True)
+@click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: train/checkpoints/<fusion>.pt")
+def ship(fusion: str, data: Path, n_mfcc: int, epochs: int, trunk: Path, out: Path | None) -> None:
+    """The model to bundle: trained on every actor at hand (03-24) for a fixed number of epochs."""
+    from .checkpoint import bundled_checkpoint, save_checkpoint
+    from .pretrain_faces import TFEID_TEST_PERFORMERS
+    from .ravdess import Fold
+    from .train_fusion import FacePools, FusionRecipe, train_fusion_fold
+
+    spec = _spec(n_mfcc)
+    cache = _speech(data, "actors03-24", spec)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs)
+    faces = _face_features(trunk, recipe.face_size)
+    pools = FacePools.split(faces, TFEID_TEST_PERFORMERS)
+    actors = tuple(range(3, 25))
+    # No actor is left for selection: the epoch count comes from the cross-validation, and the
+    # final epoch is kept (validation/test rows below are on training actors: not a score).
+    everyone = Fold("all03-24", test=actors, val=actors, train=actors)
+    model, result = train_fusion_fold(cache, faces, pools, spec, everyone, recipe, _trunk_state(trunk), None,
+                                      log=click.echo, keep_last=True)
+    out = out or bundled_checkpoint(fusion)
+    trained_on = (f"RAVDESS speech actors 03-24 (16 kHz) paired by emotion with FER+ train and TFEID "
+                  f"performers 01-23 faces; trunk pretrained on FER+ train + TFEID 01-23; mer CPU recipe, {epochs} epochs")
+    save_checkpoint(out, model, spec, trained_on, history=result["history"])
+    click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
