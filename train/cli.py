@@ -215,5 +215,52 @@ def ship(fusion: str, data: Path, n_mfcc: int, epochs: int, trunk: Path, out: Pa
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
+@main.command()
+@click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="RAVDESS tree with the audiovisual takes (01-*.mp4) and their audio twins (03-*.wav).")
+@preset_option
+@fold_option
+@click.option("--test-actors", default="", help="A custom fold instead of a preset: e.g. 3,4 (with --val-actors).")
+@click.option("--val-actors", default="")
+@mfcc_option
+@click.option("--epochs", default=100, show_default=True)
+@click.option("--batch", default=8, show_default=True)
+@click.option("--face-size", default=224, show_default=True, help="Internal face resolution (112 is 4x cheaper).")
+@click.option("--trunk-init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="EfficientFace weights in the reference format (e.g. trained on AffectNet).")
+@click.option("--out", type=click.Path(path_type=Path), default=RUNS / "paper", show_default=True)
+def paper(fusion: str, data: Path, preset: str, folds: tuple[str, ...], test_actors: str, val_actors: str,
+          n_mfcc: int, epochs: int, batch: int, face_size: int, trunk_init: Path | None, out: Path) -> None:
+    """The paper's end-to-end recipe (SGD, schedule, soft-hard modality dropout), resumable."""
+    from .ravdess import Fold, RavdessError, check_no_held_out, index_ravdess
+    from .train_e2e import PaperRecipe, build_av_cache, train_paper_fold
+
+    spec = _spec(n_mfcc)
+    try:
+        takes = index_ravdess(data)
+    except RavdessError as exc:
+        raise click.ClickException(str(exc)) from None
+    if test_actors:
+        test, val = (tuple(int(a) for a in s.split(",") if a) for s in (test_actors, val_actors))
+        actors = sorted({t.actor for t in takes})
+        chosen = [Fold(f"test{'-'.join(map(str, test))}", test, val,
+                       tuple(a for a in actors if a not in test and a not in val))]
+    else:
+        chosen = _folds(preset, folds)
+    if preset != "paper":
+        takes = check_no_held_out(takes)
+    try:
+        cache = build_av_cache(takes, spec, out / "cache")
+    except ValueError as exc:
+        raise click.ClickException(f"{data}: {exc}") from None
+    recipe = PaperRecipe(fusion=fusion, epochs=epochs, batch=batch, face_size=face_size)
+    results = [train_paper_fold(cache, spec, fold, recipe, out / fusion / fold.name, trunk_init, log=click.echo)
+               for fold in chosen]
+    results = [r for r in results if r]
+    if results:
+        click.echo(_summary(f"{fusion} (paper recipe)", [r["test"]["accuracy"] for r in results]))
+
+
 if __name__ == "__main__":
     main()

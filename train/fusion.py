@@ -28,8 +28,9 @@ class MerModel(nn.Module):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if image_size % face_size:
-            raise ValueError(f"face_size {face_size} must divide image_size {image_size}")
+        if image_size % face_size or face_size % 16:
+            # The local branch tiles four quadrants of the 1/4-size map back to the stage-2 size.
+            raise ValueError(f"face_size {face_size} must divide image_size {image_size} and be a multiple of 16")
         self._config = {"fusion": fusion, "n_mfcc": n_mfcc, "num_classes": num_classes, "num_frames": num_frames,
                         "image_size": image_size, "face_size": face_size, "num_heads": num_heads,
                         "audio_norm": audio_norm}
