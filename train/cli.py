@@ -1,10 +1,13 @@
 """`mer-train`: the CPU recipe that made the bundled models, and the paper's end-to-end recipe.
 
+\b
 CPU recipe (what ships; each stage resumable, each number reproducible):
     mer-train faces                       # EfficientFace trunk on FER+ (+ TFEID), 112 px
     mer-train audio                       # audio branch, 5 actor-disjoint folds over 03-24
     mer-train fusion --fusion ia          # fusion per fold: frozen trunk, speech, modality dropout
     mer-train ship --fusion ia            # one model on all of 03-24 -> train/checkpoints/ia.pt
+
+\b
 Paper recipe (needs RAVDESS video, ideally a GPU; torchrun for several):
     mer-train paper --fusion ia --data RAVDESS_DIR --preset paper
 """
@@ -68,6 +71,8 @@ data_option = click.option("--data", type=click.Path(file_okay=False, path_type=
 preset_option = click.option("--preset", type=click.Choice(["actors03-24", "paper"]), default="actors03-24", show_default=True)
 fold_option = click.option("--fold", "folds", multiple=True, help="Fold name(s), e.g. test03-06 (default: all).")
 mfcc_option = click.option("--n-mfcc", default=10, show_default=True)
+norm_option = click.option("--audio-norm", type=click.Choice(["none", "cmn", "cmvn"]), default="none", show_default=True,
+                           help="Per-utterance MFCC normalisation inside the model (the paper: none).")
 
 
 @click.group(help=__doc__)
@@ -87,20 +92,46 @@ def faces(ctx, out: Path, epochs: int, size: int) -> None:
     ctx.invoke(pretrain_faces.main, out=out, epochs=epochs, size=size)
 
 
+@main.command("eval-faces")
+@click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
+def eval_faces(trunk: Path) -> None:
+    """Face-trunk accuracy: FER+ test split (7 emotions, majority labels, contempt dropped) and
+    TFEID held-out performers (re-cropped by the runtime's face cropper)."""
+    import torch
+
+    from .face_data import load_ferplus, load_tfeid
+    from .pretrain_faces import TFEID_TEST_PERFORMERS, FaceClassifier, _to_rgb112, evaluate
+
+    blob = torch.load(trunk, map_location="cpu", weights_only=False)
+    model = FaceClassifier()
+    model.trunk.load_state_dict(blob["state_dict"])
+    model.fc.load_state_dict(blob["fc"])
+    fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
+    test = fer.subset(fer.groups == "test")
+    test = dataclasses.replace(test, images=_to_rgb112(test.images))
+    tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
+    held = tfeid.subset(np.isin(tfeid.groups, TFEID_TEST_PERFORMERS))
+    rows = {"ferplus_test": evaluate(model, test, blob["size"]),
+            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(model, held, blob["size"]),
+            "trunk": str(trunk), "epoch": blob["epoch"]}
+    click.echo(json.dumps(rows))
+
+
 @main.command()
 @data_option
 @preset_option
 @fold_option
 @mfcc_option
-@click.option("--epochs", default=40, show_default=True)
+@norm_option
+@click.option("--epochs", default=30, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "audio", show_default=True)
-def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, epochs: int, out: Path) -> None:
+def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, out: Path) -> None:
     """Audio branch alone, fold by fold; selection on each fold's validation actors."""
     from .train_audio import AudioRecipe, train_fold
 
     spec = _spec(n_mfcc)
     cache = _speech(data, preset, spec)
-    recipe = AudioRecipe(epochs=epochs)
+    recipe = AudioRecipe(epochs=epochs, input_norm=audio_norm)
     results = []
     for fold in _folds(preset, folds):
         done = out / f"audio-{fold.name}.json"
@@ -144,13 +175,14 @@ def _face_features(trunk_path: Path, size: int):
 @preset_option
 @fold_option
 @mfcc_option
-@click.option("--epochs", default=25, show_default=True)
+@norm_option
+@click.option("--epochs", default=15, show_default=True)
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 @click.option("--audio-init", type=click.Path(path_type=Path), default=None,
               help="Folder of `mer-train audio` checkpoints to start the audio branch from (same fold); "
                    "default: from scratch, as `ship` does.")
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True)
-def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, epochs: int, trunk: Path,
+def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, trunk: Path,
            audio_init: Path | None, out: Path) -> None:
     """A fusion per fold: cached trunk features of still faces paired with speech by emotion."""
     import torch
@@ -160,7 +192,7 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
 
     spec = _spec(n_mfcc)
     cache = _speech(data, preset, spec)
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm)
     faces = _face_features(trunk, recipe.face_size)
     pools = FacePools.split(faces, TFEID_TEST_PERFORMERS)
     trunk_state = _trunk_state(trunk)
@@ -187,10 +219,11 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
 @click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
 @data_option
 @mfcc_option
-@click.option("--epochs", default=25, show_default=True)
+@norm_option
+@click.option("--epochs", default=15, show_default=True)
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: train/checkpoints/<fusion>.pt")
-def ship(fusion: str, data: Path, n_mfcc: int, epochs: int, trunk: Path, out: Path | None) -> None:
+def ship(fusion: str, data: Path, n_mfcc: int, audio_norm: str, epochs: int, trunk: Path, out: Path | None) -> None:
     """The model to bundle: trained on every actor at hand (03-24) for a fixed number of epochs."""
     from .checkpoint import bundled_checkpoint, save_checkpoint
     from .pretrain_faces import TFEID_TEST_PERFORMERS
@@ -199,7 +232,7 @@ def ship(fusion: str, data: Path, n_mfcc: int, epochs: int, trunk: Path, out: Pa
 
     spec = _spec(n_mfcc)
     cache = _speech(data, "actors03-24", spec)
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm)
     faces = _face_features(trunk, recipe.face_size)
     pools = FacePools.split(faces, TFEID_TEST_PERFORMERS)
     actors = tuple(range(3, 25))

@@ -54,19 +54,28 @@ def load_ferplus(path: Path) -> FaceSet:
     return FaceSet(blob["images"][usable], targets, labels, blob["split"][usable])
 
 
-def load_tfeid(root: Path) -> FaceSet:
-    """TFEID front-view colour crops; `groups` are performer ids (for performer-disjoint folds)."""
+def load_tfeid(root: Path, size: int = 112) -> FaceSet:
+    """TFEID front-view colour photos, re-cropped by the runtime's own face cropper (so they are
+    framed as served faces are); `groups` are performer ids (for performer-disjoint folds)."""
     import cv2  # MediaPipe's OpenCV, already a runtime dependency
+
+    from mer.runtime.faces import FaceCropper
+    from mer.runtime.spec import DEFAULT_SPEC
 
     rows = list(csv.DictReader(open(root / "labels.csv", newline="")))
     images, labels, groups = [], [], []
+    cropper = FaceCropper(DEFAULT_SPEC)
     for row in rows:
         bgr = cv2.imread(str(root / "images" / row["file"]), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError(f"{root / 'images' / row['file']}: not a readable image")
-        images.append(cv2.resize(bgr, (112, 112), interpolation=cv2.INTER_AREA)[:, :, ::-1])
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        boxes = cropper.detect(rgb)
+        face = cropper.crop(rgb, max(boxes, key=lambda b: b[2] * b[3])) if boxes else rgb
+        images.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
         labels.append(TFEID_TO_MER[row["expression"]])
         groups.append(row["performer"])
+    cropper.close()
     labels_arr = np.array(labels, np.int64)
     targets = np.eye(len(LABELS), dtype=np.float32)[labels_arr]
     return FaceSet(np.stack(images), targets, labels_arr, np.array(groups))

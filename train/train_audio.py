@@ -24,11 +24,11 @@ from .ravdess import Fold
 
 @dataclasses.dataclass
 class AudioRecipe:
-    epochs: int = 40
+    epochs: int = 30
     batch: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05
-    input_norm: str = "cmvn"
+    input_norm: str = "none"
     augment: bool = True
     time_masks: int = 2          # SpecAugment-style masks on the MFCC frames
     mixup: float = 0.0

@@ -33,12 +33,12 @@ from .ravdess import Fold
 @dataclasses.dataclass
 class FusionRecipe:
     fusion: str = "ia"
-    epochs: int = 25
+    epochs: int = 15
     batch: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.05
     face_size: int = 112
-    audio_norm: str = "cmvn"
+    audio_norm: str = "none"
     seed: int = 1
 
 

@@ -1,0 +1,270 @@
+"""Latency of mer, stage by stage, against baselines run in the same process.
+
+    python benchmarks/latency.py                 # all bundled fusions, fp32 + fp16, ~3 min on 2 cores
+    python benchmarks/latency.py --quick         # ia only, fewer repeats, < 1 min
+    python benchmarks/latency.py --clip my.mp4 --out results/
+
+For every available backend x precision x fusion: per-stage latency of `Recognizer.predict`
+(decode, faces, mfcc, model, total) as p50/p95/p99 after warm-up, and model throughput at
+batch 1 and batch 8. Baselines in the same run: PyTorch eager on the same weights (needs the
+[train] extra) and librosa's MFCC (needs [dev]). Without --clip, a 720p H.264 talking-face clip
+is encoded from a real face and real speech in ../shared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    p50, p95, p99 = np.percentile(samples_ms, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3)}
+
+
+def timed(fn, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def make_clip(folder: Path) -> Path:
+    """A 3.6 s+ 1280x720 H.264/AAC clip of a real face (TFEID) speaking real speech (RAVDESS)."""
+    import cv2
+
+    from mer.runtime.decode import decode_clip
+    from mer.runtime.spec import FeatureSpec
+    from mer.train.synth_clips import place_face, write_clip
+
+    shared = Path(os.environ.get("MER_SHARED", REPO.parent / "shared"))
+    face_path = shared / "data/faces/tfeid/images/0111b01.jpg"
+    speech_path = shared / "data/ravdess_speech_16k/Actor_03/03-01-03-02-01-01-03.flac"
+    if not face_path.exists() or not speech_path.exists():
+        sys.exit(f"latency.py: no --clip given and no real face/speech under {shared} to encode one")
+    face = cv2.imread(str(face_path))[:, :, ::-1].copy()
+    clip = decode_clip(speech_path, FeatureSpec(window_s=6.0))
+    wave = clip.audio[: int(clip.duration * 16000)]
+    frames = [place_face(face, 1280, 720, i / 30) for i in range(int(len(wave) / 16000 * 30))]
+    return write_clip(folder / "talking_face_720p.mp4", frames, 30.0, wave, 16000)
+
+
+def model_inputs(rec, clip: Path):
+    from mer.runtime.decode import decode_clip
+    from mer.runtime.mfcc import mfcc
+
+    decoded = decode_clip(clip, rec.spec)
+    faces = rec.cropper(decoded.frames, decoded.frame_ids).faces
+    return faces, mfcc(decoded.audio, rec.spec)
+
+
+def bench_mfcc(spec, audio: np.ndarray, repeats: int) -> list[dict]:
+    from mer.runtime.mfcc import mfcc
+
+    rows = [{"backend": "numpy", "precision": "fp32", "fusion": "-", "stage": "mfcc", "batch": 1,
+             **percentiles(timed(lambda: mfcc(audio, spec), repeats, 5))}]
+    try:
+        import librosa
+    except ImportError:
+        print("  (librosa not installed: no MFCC reference; pip install -e '.[dev]')")
+        return rows
+    ref = lambda: librosa.feature.mfcc(y=audio, sr=spec.sample_rate, n_mfcc=spec.n_mfcc, n_fft=spec.n_fft,  # noqa: E731
+                                       win_length=spec.win_length, hop_length=spec.hop_length, n_mels=spec.n_mels,
+                                       fmin=spec.fmin, fmax=spec.fmax)
+    dev = float(np.abs(ref() - mfcc(audio, spec)).max() / np.abs(ref()).max())
+    rows.append({"backend": "librosa", "precision": "fp32", "fusion": "-", "stage": "mfcc", "batch": 1,
+                 "max_rel_dev": dev, **percentiles(timed(ref, repeats, 5))})
+    return rows
+
+
+def torch_baseline(fusion: str, faces: np.ndarray, feats: np.ndarray, batch: int, repeats: int) -> dict | None:
+    try:
+        import torch
+
+        from mer.train import checkpoint as ckpt
+    except ImportError:
+        print("  (torch not installed: no PyTorch eager baseline; pip install -e '.[train]')")
+        return None
+    source = ckpt.bundled_checkpoint(fusion)
+    model = (ckpt.load_checkpoint(source, fusion) if source.is_file() else ckpt.untrained(fusion))[0].eval()
+    torch.set_num_threads(os.cpu_count() or 1)
+    f = torch.from_numpy(np.repeat(faces[None], batch, 0))
+    m = torch.from_numpy(np.repeat(feats[None], batch, 0))
+    with torch.inference_mode():
+        samples = timed(lambda: model(f, m), repeats, 2)
+    return {"backend": "torch-eager", "precision": "fp32", "fusion": fusion, "stage": "model", "batch": batch,
+            **percentiles(samples)}
+
+
+def available_backends() -> list[str]:
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    out = ["cpu"]
+    if "CUDAExecutionProvider" in have:
+        out.append("cuda")
+    if "TensorrtExecutionProvider" in have:
+        out.append("tensorrt")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clip", type=Path, help="a talking-face clip (default: encode one from ../shared)")
+    ap.add_argument("--quick", action="store_true", help="ia only, fewer repeats (< 1 min)")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--out", type=Path, help="write latency.json, latency.md and latency.png here")
+    args = ap.parse_args()
+    repeats = args.repeats or (8 if args.quick else 20)
+
+    from mer.runtime import FUSIONS, Recognizer, bundled_model
+    from mer.runtime.errors import ModelError
+
+    fusions = ["ia"] if args.quick else [f for f in FUSIONS if _exists(bundled_model, f, ModelError)]
+    work = Path(tempfile.mkdtemp(prefix="mer-bench-"))
+    clip = args.clip or make_clip(work)
+    print(f"clip: {clip}  |  cores: {os.cpu_count()}  |  fusions: {', '.join(fusions)}")
+    rows: list[dict] = []
+    summary: dict[str, float] = {}
+    for fusion in fusions:
+        fp32 = bundled_model(fusion)
+        variants = {"fp32": fp32}
+        if not args.quick:
+            variants["fp16"] = _fp16(fp32, work)
+        for backend in available_backends():
+            for precision, path in variants.items():
+                if path is None:
+                    continue
+                with Recognizer(path, backend=backend) as rec:
+                    stages: dict[str, list[float]] = {k: [] for k in ("decode", "faces", "mfcc", "model", "total")}
+                    for i in range(repeats + 2):
+                        result = rec.predict(clip)
+                        if i >= 2:  # warm-up: first calls build the detector and the session's caches
+                            for k in stages:
+                                stages[k].append(result.timings_ms[k])
+                    for stage, samples in stages.items():
+                        rows.append({"backend": result.model["backend"], "precision": precision, "fusion": fusion,
+                                     "stage": stage, "batch": 1, **percentiles(samples)})
+                    faces, feats = model_inputs(rec, clip)
+                    run = lambda: rec._model.run(faces[None], feats[None])  # noqa: E731
+                    model_row = {"backend": result.model["backend"], "precision": precision, "fusion": fusion,
+                                 "stage": "model-only", "batch": 1, **percentiles(timed(run, repeats * 2, 3))}
+                    rows.append(model_row)
+                print(f"  {fusion} {precision} {backend}: total p50 {rows[-2]['p50_ms']:.1f} ms, "
+                      f"model p50 {model_row['p50_ms']:.1f} ms")
+        base = torch_baseline(fusion, faces, feats, 1, repeats)
+        if base:
+            rows.append(base)
+            ours = next(r for r in rows if r["fusion"] == fusion and r["stage"] == "model-only" and r["precision"] == "fp32"
+                        and r["backend"].endswith("CPUExecutionProvider"))
+            summary[f"model_speedup_vs_torch_{fusion}"] = round(base["p50_ms"] / ours["p50_ms"], 2)
+            print(f"  {fusion} torch eager: {base['p50_ms']:.1f} ms -> ONNX Runtime {summary[f'model_speedup_vs_torch_{fusion}']}x faster")
+        rows.extend(_batch_rows(fusion, faces, feats, work, repeats, args.quick))
+    from mer.runtime.decode import decode_clip
+
+    audio = decode_clip(clip, rec.spec).audio
+    mfcc_rows = bench_mfcc(rec.spec, audio, repeats * 5)
+    rows.extend(mfcc_rows)
+    if len(mfcc_rows) > 1:
+        summary["mfcc_speedup_vs_reference"] = round(mfcc_rows[1]["p50_ms"] / mfcc_rows[0]["p50_ms"], 2)
+        print(f"  MFCC: numpy {mfcc_rows[0]['p50_ms']:.2f} ms vs librosa {mfcc_rows[1]['p50_ms']:.2f} ms "
+              f"({summary['mfcc_speedup_vs_reference']}x), max rel deviation {mfcc_rows[1]['max_rel_dev']:.1e}")
+    speedups = [v for k, v in summary.items() if k.startswith("model_speedup_vs_torch_")]
+    if speedups:
+        summary["model_speedup_vs_torch"] = float(min(speedups))
+    report = {"clip": str(clip), "cores": os.cpu_count(), "rows": rows, "summary": summary}
+    print(json.dumps(summary))
+    if args.out:
+        _write_reports(args.out, report)
+
+
+def _exists(fn, fusion, error) -> bool:
+    try:
+        fn(fusion)
+        return True
+    except error:
+        return False
+
+
+def _fp16(fp32: Path, work: Path) -> Path | None:
+    try:
+        from mer.export.fp16 import convert_fp16
+    except ImportError:
+        return None
+    return convert_fp16(fp32, work / f"{fp32.stem}.fp16.onnx")
+
+
+def _batch_rows(fusion: str, faces, feats, work: Path, repeats: int, quick: bool) -> list[dict]:
+    """Model throughput at batch 8 (needs torch to export a batch-8 graph)."""
+    if quick:
+        return []
+    try:
+        from mer.export.onnx_export import export_onnx
+        from mer.train import checkpoint as ckpt
+    except ImportError:
+        return []
+    import onnxruntime as ort
+
+    source = ckpt.bundled_checkpoint(fusion)
+    model, spec, trained_on = ckpt.load_checkpoint(source, fusion) if source.is_file() else ckpt.untrained(fusion)
+    batch = 8
+    path = export_onnx(model, spec, work / f"{fusion}.b{batch}.onnx", trained_on, batch=batch)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count() or 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    f, m = np.repeat(faces[None], batch, 0), np.repeat(feats[None], batch, 0)
+    samples = timed(lambda: session.run(None, {"faces": f, "mfcc": m}), max(3, repeats // 4), 1)
+    row = {"backend": "onnxruntime:CPUExecutionProvider", "precision": "fp32", "fusion": fusion,
+           "stage": "model-only", "batch": batch, **percentiles(samples)}
+    row["clips_per_s"] = round(batch / (row["p50_ms"] / 1e3), 2)
+    print(f"  {fusion} batch {batch}: {row['clips_per_s']} clips/s (model only)")
+    return [row]
+
+
+def _write_reports(out: Path, report: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps(report, indent=1))
+    lines = ["| backend | precision | fusion | stage | batch | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['fusion']} | {r['stage']} | {r['batch']} | "
+                     f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} |")
+    lines += ["", "Summary: " + ", ".join(f"{k} = {v}" for k, v in report["summary"].items())]
+    (out / "latency.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  (matplotlib missing: no PNG chart)")
+        return
+    totals = [r for r in report["rows"] if r["stage"] in ("decode", "faces", "mfcc", "model") and r["batch"] == 1
+              and r["fusion"] != "-"]
+    configs = sorted({(r["fusion"], r["precision"], r["backend"].split(":")[-1]) for r in totals})
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(configs) + 1.5))
+    left = np.zeros(len(configs))
+    for stage in ("decode", "faces", "mfcc", "model"):
+        vals = [next(r["p50_ms"] for r in totals if (r["fusion"], r["precision"], r["backend"].split(":")[-1]) == c
+                     and r["stage"] == stage) for c in configs]
+        ax.barh([" ".join(c) for c in configs], vals, left=left, label=stage)
+        left += np.array(vals)
+    ax.set_xlabel("p50 latency per clip (ms)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
