@@ -251,7 +251,7 @@ def _write_reports(out: Path, report: dict) -> None:
         print("  (matplotlib missing: no PNG chart)")
         return
     totals = [r for r in report["rows"] if r["stage"] in ("decode", "faces", "mfcc", "model") and r["batch"] == 1
-              and r["fusion"] != "-"]
+              and r["backend"].startswith("onnxruntime")]
     configs = sorted({(r["fusion"], r["precision"], r["backend"].split(":")[-1]) for r in totals})
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(configs) + 1.5))
     left = np.zeros(len(configs))

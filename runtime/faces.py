@@ -58,20 +58,21 @@ class FaceCropper:
     """Holds the detectors for the life of a Recognizer (made once, reused for every clip)."""
 
     def __init__(self, spec: FeatureSpec, margin: float = MARGIN, min_confidence: float = MIN_CONFIDENCE):
+        self.spec, self.margin, self.min_confidence = spec, margin, min_confidence
+        # Short range suits talking faces within ~2 m; full range, the fallback for small faces,
+        # is made only when first needed (it costs ~0.2 s to create).
+        self._detectors: list = [self._make(_MODELS[0])]
+        # Close before interpreter teardown, or MediaPipe's __del__ complains at exit.
+        atexit.register(self.close)
+
+    def _make(self, name: str):
         from mediapipe.tasks.python import BaseOptions
         from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions
 
-        self.spec, self.margin = spec, margin
         with quiet_native_stderr():
-            # Short range suits talking faces within ~2 m; full range is the fallback for small faces.
-            self._detectors = [
-                FaceDetector.create_from_options(FaceDetectorOptions(
-                    base_options=BaseOptions(model_asset_path=_asset(name)),
-                    min_detection_confidence=min_confidence))
-                for name in _MODELS]
-
-        # Close before interpreter teardown, or MediaPipe's __del__ complains at exit.
-        atexit.register(self.close)
+            return FaceDetector.create_from_options(FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_path=_asset(name)),
+                min_detection_confidence=self.min_confidence))
 
     def close(self) -> None:
         for det in self._detectors:
@@ -87,8 +88,10 @@ class FaceCropper:
         scale = min(1.0, DETECT_SIDE / max(h, w))
         small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(small))
-        for det in self._detectors:
-            found = det.detect(image).detections
+        for i, name in enumerate(_MODELS):
+            if i == len(self._detectors):
+                self._detectors.append(self._make(name))
+            found = self._detectors[i].detect(image).detections
             if found:
                 return [(d.bounding_box.origin_x / scale, d.bounding_box.origin_y / scale,
                          d.bounding_box.width / scale, d.bounding_box.height / scale,
