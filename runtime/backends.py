@@ -24,6 +24,9 @@ _PROVIDERS = {
 }
 
 
+_ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     path: Path
@@ -35,8 +38,8 @@ class ModelInfo:
     metadata: dict
 
 
-def _read_metadata(path: Path, session) -> ModelInfo:
-    meta = dict(session.get_modelmeta().custom_metadata_map)
+def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]], outputs: list[str]) -> ModelInfo:
+    """Check a model's metadata and I/O against the contract. `inputs`: name -> (dtype, shape)."""
     if "mer.feature_spec" not in meta:
         raise ModelError(path, "not a mer model (no mer.feature_spec in its metadata)")
     try:
@@ -46,13 +49,12 @@ def _read_metadata(path: Path, session) -> ModelInfo:
     labels = tuple(json.loads(meta.get("mer.labels", "[]")))
     if labels != LABELS:
         raise ModelError(path, f"labels {list(labels)} differ from this runtime's {list(LABELS)}")
-    inputs = {i.name: i for i in session.get_inputs()}
-    if set(inputs) != {"faces", "mfcc"} or [o.name for o in session.get_outputs()] != ["logits"]:
-        raise ModelError(path, f"expected inputs faces, mfcc and output logits, got {sorted(inputs)}")
-    faces_shape, mfcc_shape = inputs["faces"].shape, inputs["mfcc"].shape
+    if set(inputs) != {"faces", "mfcc"} or outputs != ["logits"]:
+        raise ModelError(path, f"expected inputs faces, mfcc and output logits, got {sorted(inputs)} -> {outputs}")
+    (faces_type, faces_shape), (_, mfcc_shape) = inputs["faces"], inputs["mfcc"]
     batch = faces_shape[0] if isinstance(faces_shape[0], int) else 1
-    if inputs["faces"].type != "tensor(uint8)" or list(faces_shape[1:]) != list(spec.faces_shape):
-        raise ModelError(path, f"faces input {inputs['faces'].type} {faces_shape} does not match its spec {spec.faces_shape}")
+    if faces_type != "uint8" or list(faces_shape[1:]) != list(spec.faces_shape):
+        raise ModelError(path, f"faces input {faces_type} {faces_shape} does not match its spec {spec.faces_shape}")
     if list(mfcc_shape[1:]) != list(spec.mfcc_shape):
         raise ModelError(path, f"mfcc input {mfcc_shape} does not match its feature spec {spec.mfcc_shape}")
     return ModelInfo(path, meta.get("mer.fusion", "?"), meta.get("mer.precision", "fp32"), labels, spec, batch, meta)
@@ -84,7 +86,10 @@ class OnnxModel:
         except Exception as exc:  # ORT raises several private exception types for a bad file
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(path, f"not a loadable ONNX model ({reason[:200]})") from None
-        self.info = _read_metadata(path, self.session)
+        self.info = read_model_info(
+            path, dict(self.session.get_modelmeta().custom_metadata_map),
+            {i.name: (_ORT_TYPES.get(i.type, i.type), i.shape) for i in self.session.get_inputs()},
+            [o.name for o in self.session.get_outputs()])
         # The provider that actually runs, not the one asked for (ORT falls back silently).
         self.provider = self.session.get_providers()[0]
         if backend != "auto" and self.provider != wanted[0]:
@@ -97,3 +102,15 @@ class OnnxModel:
     def run(self, faces: np.ndarray, mfcc: np.ndarray) -> np.ndarray:
         """Logits (B, 8) for faces uint8 (B, 15, 224, 224, 3) and mfcc float32 (B, n_mfcc, T)."""
         return self.session.run(["logits"], {"faces": faces, "mfcc": mfcc})[0]
+
+
+def load_model(path: str | Path, backend: str = "auto", threads: int | None = None):
+    """An OnnxModel, or for a `.engine` file a native TensorRT engine (backend auto or tensorrt)."""
+    path = Path(path)
+    if path.suffix == ".engine":
+        if backend not in ("auto", "tensorrt"):
+            raise ModelError(path, f"a TensorRT engine runs only with backend tensorrt, not {backend!r}")
+        from .tensorrt_backend import TensorRTModel
+
+        return TensorRTModel(path)
+    return OnnxModel(path, backend, threads)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import OnnxModel
+from .backends import load_model
 from .decode import decode_clip
 from .errors import InputError, ModelError
 from .faces import FaceCropper
@@ -63,13 +63,13 @@ class Result:
 
 
 class Recognizer:
-    """`Recognizer(model=None, backend="auto")`: `model` is an ONNX path, or None for the
-    bundled default. `.predict(path)` reads a clip or an audio file; `.predict_arrays(faces,
+    """`Recognizer(model=None, backend="auto")`: `model` is an ONNX file or a TensorRT `.engine`
+    (with its `.json` sidecar), or None for the bundled default. `.predict(path)` reads a clip or an audio file; `.predict_arrays(faces,
     audio)` takes face crops uint8 (15, 224, 224, 3) RGB and/or mono float32 audio at
     `self.spec.sample_rate`, either of which may be None (that modality is then zeros)."""
 
     def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int | None = None):
-        self._model = OnnxModel(model if model is not None else bundled_model(), backend, threads)
+        self._model = load_model(model if model is not None else bundled_model(), backend, threads)
         self.info = self._model.info
         self.spec: FeatureSpec = self.info.spec
         self._cropper: FaceCropper | None = None  # made on first video, so audio-only use skips it

@@ -188,3 +188,17 @@ def test_usage_errors_exit_2_without_traceback(exported, clip_factory):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = run_cli()
     assert proc.returncode == 2
+
+
+def test_tensorrt_engine_without_tensorrt_or_with_wrong_backend(tmp_path, clip_factory):
+    engine = tmp_path / "ia.fp16.engine"
+    engine.write_bytes(b"\0" * 64)
+    proc = run_cli(clip_factory("good.mp4"), "--model", engine, "--backend", "cpu")
+    assert proc.returncode == 2 and "runs only with backend tensorrt" in proc.stderr
+    assert_clean_stderr(proc)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        proc = run_cli(clip_factory("good.mp4"), "--model", engine)
+        assert proc.returncode == 2 and "tensorrt is not installed" in proc.stderr
+        assert_clean_stderr(proc)

@@ -125,13 +125,22 @@ def eval_faces(trunk: Path) -> None:
 @norm_option
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "audio", show_default=True)
-def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, out: Path) -> None:
+@click.option("--all-actors", is_flag=True, help="Train one model on every actor at hand (03-24), last epoch kept "
+                                                 "(OUT/audio-all03-24.pt: the audio start of `ship`).")
+def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, out: Path,
+          all_actors: bool) -> None:
     """Audio branch alone, fold by fold; selection on each fold's validation actors."""
+    from .ravdess import Fold
     from .train_audio import AudioRecipe, train_fold
 
     spec = _spec(n_mfcc)
     cache = _speech(data, preset, spec)
     recipe = AudioRecipe(epochs=epochs, input_norm=audio_norm)
+    if all_actors:
+        actors = tuple(range(3, 25))
+        train_fold(cache, spec, Fold("all03-24", actors, actors, actors), recipe, out, log=click.echo, keep_last=True)
+        click.echo(f"wrote {out / 'audio-all03-24.pt'} (scores above are on training actors: not a result)")
+        return
     results = []
     for fold in _folds(preset, folds):
         done = out / f"audio-{fold.name}.json"
@@ -178,12 +187,12 @@ def _face_features(trunk_path: Path, size: int):
 @norm_option
 @click.option("--epochs", default=15, show_default=True)
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
-@click.option("--audio-init", type=click.Path(path_type=Path), default=None,
-              help="Folder of `mer-train audio` checkpoints to start the audio branch from (same fold); "
-                   "default: from scratch, as `ship` does.")
+@click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "audio", show_default=True,
+              help="Folder of `mer-train audio` fold checkpoints to start each fold's audio branch from "
+                   "(trained on the same fold's training actors); 'none': from scratch.")
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True)
 def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, trunk: Path,
-           audio_init: Path | None, out: Path) -> None:
+           audio_init: Path, out: Path) -> None:
     """A fusion per fold: cached trunk features of still faces paired with speech by emotion."""
     import torch
 
@@ -203,8 +212,11 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
             results.append(json.loads(done.read_text()))
             continue
         audio_state = None
-        if audio_init is not None:
-            audio_state = torch.load(audio_init / f"audio-{fold.name}.pt", map_location="cpu")["state_dict"]
+        if str(audio_init) != "none":
+            ckpt_path = audio_init / f"audio-{fold.name}.pt"
+            if not ckpt_path.is_file():
+                raise click.ClickException(f"{ckpt_path}: no audio branch for this fold (run `mer-train audio`, or pass none)")
+            audio_state = torch.load(ckpt_path, map_location="cpu")["state_dict"]
         _, result = train_fusion_fold(cache, faces, pools, spec, fold, recipe, trunk_state, audio_state, log=click.echo)
         _write(done, result)  # type: ignore[arg-type]
         results.append(result)
@@ -222,8 +234,11 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
 @norm_option
 @click.option("--epochs", default=15, show_default=True)
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
+@click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "audio" / "audio-all03-24.pt",
+              show_default=True, help="Audio branch to start from (`mer-train audio --all-actors`); 'none': scratch.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: train/checkpoints/<fusion>.pt")
-def ship(fusion: str, data: Path, n_mfcc: int, audio_norm: str, epochs: int, trunk: Path, out: Path | None) -> None:
+def ship(fusion: str, data: Path, n_mfcc: int, audio_norm: str, epochs: int, trunk: Path, audio_init: Path,
+         out: Path | None) -> None:
     """The model to bundle: trained on every actor at hand (03-24) for a fixed number of epochs."""
     from .checkpoint import bundled_checkpoint, save_checkpoint
     from .pretrain_faces import TFEID_TEST_PERFORMERS
@@ -239,11 +254,19 @@ def ship(fusion: str, data: Path, n_mfcc: int, audio_norm: str, epochs: int, tru
     # No actor is left for selection: the epoch count comes from the cross-validation, and the
     # final epoch is kept (validation/test rows below are on training actors: not a score).
     everyone = Fold("all03-24", test=actors, val=actors, train=actors)
-    model, result = train_fusion_fold(cache, faces, pools, spec, everyone, recipe, _trunk_state(trunk), None,
+    audio_state = None
+    if str(audio_init) != "none":
+        import torch
+
+        if not audio_init.is_file():
+            raise click.ClickException(f"{audio_init}: no audio branch (run `mer-train audio --all-actors`, or pass none)")
+        audio_state = torch.load(audio_init, map_location="cpu")["state_dict"]
+    model, result = train_fusion_fold(cache, faces, pools, spec, everyone, recipe, _trunk_state(trunk), audio_state,
                                       log=click.echo, keep_last=True)
     out = out or bundled_checkpoint(fusion)
     trained_on = (f"RAVDESS speech actors 03-24 (16 kHz) paired by emotion with FER+ train and TFEID "
-                  f"performers 01-23 faces; trunk pretrained on FER+ train + TFEID 01-23; mer CPU recipe, {epochs} epochs")
+                  f"performers 01-23 faces; trunk pretrained on FER+ train + TFEID 01-23; audio branch "
+                  f"{'pretrained on RAVDESS 03-24' if audio_state else 'from scratch'}; mer CPU recipe, {epochs} fusion epochs")
     save_checkpoint(out, model, spec, trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 

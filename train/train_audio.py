@@ -52,7 +52,8 @@ def _mask_time(x: np.ndarray, rng: np.random.Generator, n: int, width: int = 12)
 
 
 def train_fold(cache: SpeechCache, spec: FeatureSpec, fold: Fold, recipe: AudioRecipe, out: Path | None = None,
-               log=print) -> dict:
+               log=print, keep_last: bool = False) -> dict:
+    """Train on fold.train; keep the best epoch on fold.val (or the last); score fold.test."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     tr, va, te = cache.select(fold.train), cache.select(fold.val), cache.select(fold.test)
@@ -89,7 +90,7 @@ def train_fold(cache: SpeechCache, spec: FeatureSpec, fold: Fold, recipe: AudioR
                "seconds": round(time.time() - t0, 1)}
         history.append(row)
         log(json.dumps({"fold": fold.name, **row}))
-        if best is None or val["accuracy"] > best["val"]["accuracy"]:
+        if best is None or keep_last or val["accuracy"] > best["val"]["accuracy"]:
             best = {"epoch": epoch, "val": val, "state": {k: v.clone() for k, v in model.state_dict().items()}}
     model.load_state_dict(best["state"])
     test = summarise(cache.labels[te], predict(model, test_x))
