@@ -49,6 +49,17 @@ def mel_filterbank(spec: FeatureSpec) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
+def _filterbank_t(spec: FeatureSpec) -> np.ndarray:
+    """(bins, n_mels), contiguous: frames-major products are ~3x faster than bins-major ones."""
+    return np.ascontiguousarray(mel_filterbank(spec).T)
+
+
+@lru_cache(maxsize=8)
+def _dct_t(n_mfcc: int, n_mels: int) -> np.ndarray:
+    return np.ascontiguousarray(dct_matrix(n_mfcc, n_mels).T)
+
+
+@lru_cache(maxsize=8)
 def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     """Orthonormal DCT-II basis (n_mfcc, n_mels)."""
     k = np.arange(n_mfcc)[:, None]
@@ -70,19 +81,19 @@ def _window(spec: FeatureSpec) -> np.ndarray:
 
 
 def power_spectrogram(audio: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """|STFT|^2 of centred, zero-padded frames: (1 + n_fft // 2, 1 + len // hop)."""
+    """|STFT|^2 of centred, zero-padded frames, frames-major: (1 + len // hop, 1 + n_fft // 2)."""
     pad = spec.n_fft // 2
     padded = np.pad(np.asarray(audio, dtype=np.float32), (pad, pad))
     frames = np.lib.stride_tricks.sliding_window_view(padded, spec.n_fft)[:: spec.hop_length]
     spectrum = np.fft.rfft(frames * _window(spec), axis=1)
-    return (spectrum.real ** 2 + spectrum.imag ** 2).T
+    return spectrum.real ** 2 + spectrum.imag ** 2
 
 
 def mfcc(audio: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """MFCC (n_mfcc, 1 + len(audio) // hop) float32 of mono audio at spec.sample_rate."""
     if audio.ndim != 1:
         raise ValueError(f"audio must be 1-D mono, got shape {audio.shape}")
-    mel = mel_filterbank(spec) @ power_spectrogram(audio, spec)
+    mel = power_spectrogram(audio, spec) @ _filterbank_t(spec)          # (frames, mels)
     db = 10.0 * np.log10(np.maximum(mel, _AMIN))
     db = np.maximum(db, db.max() - spec.top_db)
-    return (dct_matrix(spec.n_mfcc, spec.n_mels) @ db).astype(np.float32)
+    return np.ascontiguousarray((db @ _dct_t(spec.n_mfcc, spec.n_mels)).T, dtype=np.float32)

@@ -8,7 +8,6 @@ ships a quarter of the bytes to the device and never needs torch.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, AttentionBlock
@@ -56,11 +55,19 @@ class MerModel(nn.Module):
         return dict(self._config)
 
     def prepare_faces(self, faces: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, T, H, W, 3) -> float (B * T, 3, face_size, face_size) in [0, 1]."""
+        """uint8 (B, T, H, W, 3) -> float (B * T, 3, face_size, face_size) in [0, 1].
+
+        The downscale (a mean over factor x factor blocks) runs on the NHWC input before the
+        layout change and the 1/255 scaling, so those touch a factor^2 smaller tensor.
+        """
         b, t, h, w, c = faces.shape
-        x = faces.to(torch.float32).mul(1.0 / 255.0).permute(0, 1, 4, 2, 3).reshape(b * t, c, h, w)
-        factor = self.image_size // self.face_size
-        return F.avg_pool2d(x, factor) if factor > 1 else x
+        f = self.image_size // self.face_size
+        x = faces.to(torch.float32)
+        if f > 1:
+            x = x.reshape(b * t, h // f, f, w // f, f, c).mean(dim=(2, 4))
+        else:
+            x = x.reshape(b * t, h, w, c)
+        return x.permute(0, 3, 1, 2).mul(1.0 / 255.0)
 
     def forward(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         return self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
