@@ -54,6 +54,7 @@ def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path | None =
     if timing_cache:
         timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    meta["mer.precision"] = "fp16"  # the engine runs in FP16 whatever the ONNX file's precision
     sidecar = {
         "tensorrt_version": trt.__version__,
         "gpu": torch.cuda.get_device_name(0),

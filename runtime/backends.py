@@ -5,6 +5,8 @@ cannot honour, or whose input shapes contradict its spec, is refused with a one-
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -46,12 +48,17 @@ def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]],
         spec = FeatureSpec.from_json(meta["mer.feature_spec"])
     except SpecError as exc:
         raise ModelError(path, f"feature spec this runtime cannot honour: {exc}") from None
-    labels = tuple(json.loads(meta.get("mer.labels", "[]")))
+    try:
+        labels = tuple(json.loads(meta.get("mer.labels", "[]")))
+    except (json.JSONDecodeError, TypeError):
+        raise ModelError(path, "mer.labels metadata is not a JSON list") from None
     if labels != LABELS:
         raise ModelError(path, f"labels {list(labels)} differ from this runtime's {list(LABELS)}")
     if set(inputs) != {"faces", "mfcc"} or outputs != ["logits"]:
         raise ModelError(path, f"expected inputs faces, mfcc and output logits, got {sorted(inputs)} -> {outputs}")
-    (faces_type, faces_shape), (_, mfcc_shape) = inputs["faces"], inputs["mfcc"]
+    (faces_type, faces_shape), (mfcc_type, mfcc_shape) = inputs["faces"], inputs["mfcc"]
+    if mfcc_type != "float32":
+        raise ModelError(path, f"mfcc input must be float32, got {mfcc_type}")
     batch = faces_shape[0] if isinstance(faces_shape[0], int) else 1
     if faces_type != "uint8" or list(faces_shape[1:]) != list(spec.faces_shape):
         raise ModelError(path, f"faces input {faces_type} {faces_shape} does not match its spec {spec.faces_shape}")
@@ -60,11 +67,16 @@ def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]],
     return ModelInfo(path, meta.get("mer.fusion", "?"), meta.get("mer.precision", "fp32"), labels, spec, batch, meta)
 
 
+def _cache_dir() -> Path:
+    """Per-user cache (the bundled model's folder in site-packages may be read-only)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mer" / "tensorrt"
+
+
 def _provider_options(provider: str, path: Path) -> dict:
     """GPU provider settings (unverified here: no GPU). TensorRT EP builds FP16 engines once and
-    caches them beside the model; CUDA EP searches conv algorithms once per shape."""
+    caches them per user; CUDA EP searches conv algorithms once per shape."""
     if provider == "TensorrtExecutionProvider":
-        cache = path.parent / ".trt_cache"
+        cache = _cache_dir()
         return {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
     if provider == "CUDAExecutionProvider":
@@ -94,11 +106,14 @@ class OnnxModel:
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         opts.log_severity_level = 3  # errors only: a CLI's stderr is for its own messages
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                                providers=[(p, _provider_options(p, path)) for p in providers])
+            # ORT prints its provider-fallback notices to stdout, which would corrupt --json output.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                    providers=[(p, _provider_options(p, path)) for p in providers])
         except Exception as exc:  # ORT raises several private exception types for a bad file
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(path, f"not a loadable ONNX model ({reason[:200]})") from None
+        self.session.disable_fallback()  # a provider failing at run time must not silently switch
         self.info = read_model_info(
             path, dict(self.session.get_modelmeta().custom_metadata_map),
             {i.name: (_ORT_TYPES.get(i.type, i.type), i.shape) for i in self.session.get_inputs()},
@@ -107,6 +122,8 @@ class OnnxModel:
         self.provider = self.session.get_providers()[0]
         if backend != "auto" and self.provider != wanted[0]:
             raise ModelError(path, f"backend {backend!r} requested but ONNX Runtime fell back to {self.provider}")
+        # TensorRT EP runs this graph in FP16 (trt_fp16_enable), whatever the file's precision.
+        self.precision = "fp16" if self.provider == "TensorrtExecutionProvider" else self.info.precision
 
     @property
     def backend_name(self) -> str:

@@ -64,6 +64,11 @@ def main(paths: tuple[str, ...], model_path: str | None, fusion: str | None, bac
     except MerError as exc:
         _fail(str(exc))
         sys.exit(2)
+    except Exception as exc:  # a model file broken in a way we did not foresee: still one line
+        if os.environ.get("MER_DEBUG"):
+            raise
+        _fail(f"{model_path or 'bundled model'}: cannot load model ({type(exc).__name__}: {exc})")
+        sys.exit(2)
 
     width = max(4, *(len(p) for p in paths))
     if not as_json:

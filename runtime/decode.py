@@ -18,7 +18,9 @@ from .errors import InputError
 from .spec import FeatureSpec
 
 MAX_SIDE = 1280  # frames larger than this (4K, ...) are scaled down while converting to RGB
-_STILL_IMAGE_FORMATS = ("image2", "_pipe")
+# Formats FFmpeg opens as "video" that are not clips: still images, and text shown as a picture.
+_NOT_CLIPS = {"image2": "a still image, not a clip", "_pipe": "a still image, not a clip",
+              "tty": "a text file, not media"}
 
 
 @dataclass
@@ -34,6 +36,8 @@ class DecodedClip:
     frames: list[np.ndarray] | None  # spec.frames RGB uint8 arrays (repeats share one array)
     frame_ids: list[int] | None      # which decoded frame each sample shows (to detect once each)
     audio: np.ndarray | None         # float32 mono, exactly spec.n_samples long
+    has_video: bool = False          # the file has a (non-cover-art) video stream
+    has_audio: bool = False
     warnings: list[str] = field(default_factory=list)
 
 
@@ -53,12 +57,14 @@ def _open(path: Path) -> av.container.InputContainer:
     if not os.access(path, os.R_OK):
         raise InputError(path, "permission denied")
     try:
-        container = av.open(str(path), mode="r")
+        # Tags in other encodings than UTF-8 (old WAV/MP3 tags) must not make a good file unreadable.
+        container = av.open(str(path), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as exc:
         raise InputError(path, f"not a readable media file ({_ffmpeg_reason(exc)})") from None
-    if any(container.format.name.endswith(tag) or container.format.name == tag for tag in _STILL_IMAGE_FORMATS):
-        container.close()
-        raise InputError(path, "a still image, not a clip")
+    for tag, reason in _NOT_CLIPS.items():
+        if container.format.name == tag or (tag.startswith("_") and container.format.name.endswith(tag)):
+            container.close()
+            raise InputError(path, reason)
     if not container.streams.video and not container.streams.audio:
         container.close()
         raise InputError(path, "has no audio or video stream")
@@ -100,6 +106,7 @@ class _VideoSampler:
         self._prev_id = -1
         self._prev_rgb: np.ndarray | None = None
         self.count = 0  # frames seen so far
+        self.first_t: float | None = None
 
     @property
     def done(self) -> bool:
@@ -112,6 +119,8 @@ class _VideoSampler:
         self.frame_ids.append(self._prev_id)
 
     def push(self, frame: av.VideoFrame, t: float) -> None:
+        if self.first_t is None:
+            self.first_t = t
         while not self.done and t > self.targets[len(self.frames)]:
             if self._prev is None:  # the stream starts after the target: use its first frame
                 self._prev, self._prev_id = frame, self.count
@@ -155,6 +164,7 @@ class _AudioCollector:
         """Exactly spec.n_samples: cropped to the window, zero-padded where the audio ends."""
         self.push(None, None)  # flush the resampler's tail
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        audio = sanitise(audio)
         offset = round(((self.first_t or 0.0) - self.window.start) * self.spec.sample_rate)
         out = np.zeros(self.spec.n_samples, np.float32)
         src_start = max(0, -offset)
@@ -164,34 +174,67 @@ class _AudioCollector:
         return out
 
 
+def sanitise(audio: np.ndarray) -> np.ndarray:
+    """NaN/inf samples (broken float PCM) would turn every MFCC into NaN: zero them, clip to [-1, 1]."""
+    if not np.isfinite(audio).all():
+        audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(audio, -1.0, 1.0, out=audio if audio.flags.writeable else None)
+
+
+class _LateSeek(Exception):
+    """The seek landed after the window start (some containers seek coarsely)."""
+
+
 def decode_clip(path: str | Path, spec: FeatureSpec) -> DecodedClip:
     """Decode the analysis window of `path`. Raises InputError on anything that is not media."""
     path = Path(path)
-    container = _open(path)
-    try:
-        return _decode(path, container, spec)
-    except av.error.FFmpegError as exc:
-        raise InputError(path, f"corrupt or truncated media ({_ffmpeg_reason(exc)})") from None
-    finally:
-        container.close()
+    for allow_seek in (True, False):  # a seek that lands late is retried from the start
+        container = _open(path)
+        try:
+            return _decode(path, container, spec, allow_seek)
+        except _LateSeek:
+            continue
+        except av.error.FFmpegError as exc:
+            raise InputError(path, f"corrupt or truncated media ({_ffmpeg_reason(exc)})") from None
+        except (ValueError, OverflowError, UnicodeError) as exc:  # PyAV raises these on odd streams
+            raise InputError(path, f"could not decode ({type(exc).__name__}: {exc})") from None
+        finally:
+            container.close()
+    raise AssertionError("unreachable")
 
 
-def _decode(path: Path, container: av.container.InputContainer, spec: FeatureSpec) -> DecodedClip:
+def _video_stream(container: av.container.InputContainer):
+    """The first real video stream: cover art in audio files (attached pictures) is not video."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _decode(path: Path, container: av.container.InputContainer, spec: FeatureSpec, allow_seek: bool) -> DecodedClip:
     duration = _duration(container)
     window = window_for(duration, spec)
     origin = container.start_time / av.time_base if container.start_time else 0.0
-    vstream = container.streams.video[0] if container.streams.video else None
+    vstream = _video_stream(container)
     astream = container.streams.audio[0] if container.streams.audio else None
+    if vstream is None and astream is None:
+        raise InputError(path, "has no audio or video stream (only cover art)")
     warnings: list[str] = []
+    if duration is None:
+        warnings.append("clip duration unknown: window starts at 0 s")
 
     step = spec.window_s / spec.frames
     sampler = _VideoSampler(window.start + (np.arange(spec.frames) + 0.5) * step) if vstream else None
     audio = _AudioCollector(spec, window) if astream else None
     if vstream is not None:
         vstream.thread_type = "AUTO"
-    if window.start > 1.0:
+    seeked = allow_seek and window.start > 1.0
+    if seeked:
         # Land on the keyframe before the window (with a margin for audio interleaving).
-        container.seek(int((origin + window.start - 1.0) * av.time_base), backward=True)
+        try:
+            container.seek(int((origin + window.start - 1.0) * av.time_base), backward=True)
+        except av.error.FFmpegError:
+            raise _LateSeek from None
 
     streams = [s for s in (vstream, astream) if s is not None]
     decode_errors = 0
@@ -208,10 +251,13 @@ def _decode(path: Path, container: av.container.InputContainer, spec: FeatureSpe
             try:
                 for frame in packet.decode():
                     audio.push(frame, frame.time - origin if frame.time is not None else None)
-            except av.error.InvalidDataError:
+            except (av.error.InvalidDataError, ValueError):  # ValueError: the format changed mid-stream
                 decode_errors += 1
         if (sampler is None or sampler.done) and (audio is None or audio.done):
             break
+    if seeked and ((sampler is not None and sampler.first_t is not None and sampler.first_t > sampler.targets[0])
+                   or (audio is not None and audio.first_t is not None and audio.first_t > window.start + 0.02)):
+        raise _LateSeek
 
     frames = frame_ids = None
     if sampler is not None:
@@ -234,4 +280,4 @@ def _decode(path: Path, container: av.container.InputContainer, spec: FeatureSpe
         raise InputError(path, "no decodable audio or video (corrupt or truncated)")
     if decode_errors:
         warnings.append(f"{decode_errors} packet(s) failed to decode and were skipped")
-    return DecodedClip(window, duration, frames, frame_ids, samples, warnings)
+    return DecodedClip(window, duration, frames, frame_ids, samples, vstream is not None, astream is not None, warnings)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import load_model
-from .decode import decode_clip
+from .decode import Window, decode_clip, sanitise, window_for
 from .errors import InputError, ModelError
 from .faces import FaceCropper
 from .mfcc import mfcc as compute_mfcc
@@ -84,6 +84,7 @@ class Recognizer:
         if self._cropper is not None:
             self._cropper.close()
             self._cropper = None
+        getattr(self._model, "close", lambda: None)()
 
     def __enter__(self) -> "Recognizer":
         return self
@@ -106,10 +107,12 @@ class Recognizer:
                 warnings.append("no face found in any sampled frame: visual input absent")
             if crops.max_faces > 1:
                 warnings.append(f"up to {crops.max_faces} faces in a frame: the largest was used")
-        else:
+        elif not clip.has_video:
             warnings.append("no video stream: visual input absent")
-        if clip.audio is None:
+        if not clip.has_audio:
             warnings.append("no audio stream: audio input absent")
+        if faces is None and clip.audio is None:
+            raise InputError(path, "no face and no audio in it: nothing to recognise")
         t2 = time.perf_counter()
         result = self._infer(faces, clip.audio, detected, (clip.window.start, clip.window.end), warnings)
         result.file = str(path)
@@ -124,14 +127,18 @@ class Recognizer:
             faces = np.asarray(faces)
             if faces.dtype != np.uint8 or faces.shape != self.spec.faces_shape:
                 raise ValueError(f"faces must be uint8 {self.spec.faces_shape} RGB, got {faces.dtype} {faces.shape}")
+        window = Window(0.0, self.spec.window_s)
         if audio is not None:
-            audio = np.asarray(audio, dtype=np.float32)
+            audio = np.array(audio, dtype=np.float32)
             if audio.ndim != 1:
                 raise ValueError(f"audio must be 1-D mono, got shape {audio.shape}")
-            audio = np.pad(audio[: self.spec.n_samples], (0, max(0, self.spec.n_samples - len(audio))))
+            window = window_for(len(audio) / self.spec.sample_rate, self.spec)  # centred, as for files
+            first = int(round(window.start * self.spec.sample_rate))
+            audio = sanitise(audio[first:first + self.spec.n_samples])
+            audio = np.pad(audio, (0, self.spec.n_samples - len(audio)))
+        detected = int(faces.reshape(len(faces), -1).any(1).sum()) if faces is not None else 0
         t0 = time.perf_counter()
-        result = self._infer(faces, audio, self.spec.frames if faces is not None else 0,
-                             (0.0, self.spec.window_s), [])
+        result = self._infer(faces, audio, detected, (window.start, window.end), [])
         result.timings_ms = {"decode": 0.0, "faces": 0.0, **result.timings_ms,
                              "total": (time.perf_counter() - t0) * 1e3}
         return result
@@ -157,7 +164,7 @@ class Recognizer:
             probabilities={name: float(p) for name, p in zip(self.info.labels, probs)},
             faces_detected=detected, audio=audio is not None, window=window,
             timings_ms={"mfcc": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3},
-            model={"fusion": self.info.fusion, "precision": self.info.precision,
+            model={"fusion": self.info.fusion, "precision": self._model.precision,
                    "backend": self._model.backend_name},
             warnings=warnings)
 

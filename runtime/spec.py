@@ -65,10 +65,12 @@ class FeatureSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SpecError(f"feature spec has fields this runtime does not know: {', '.join(unknown)}")
-        try:
-            spec = cls(**data)
-        except TypeError as exc:
-            raise SpecError(f"feature spec is malformed ({exc})") from None
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            wanted = (int,) if types[key] == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise SpecError(f"feature spec field {key} must be a number, got {value!r}")
+        spec = cls(**data)
         spec.validate()
         return spec
 

@@ -47,8 +47,11 @@ class TensorRTModel:
         sidecar_path = path.with_suffix(path.suffix + ".json")
         if not sidecar_path.is_file():
             raise ModelError(path, f"no sidecar {sidecar_path.name}: cannot tell which TensorRT and GPU built it")
-        sidecar = json.loads(sidecar_path.read_text())
-        props = _check(cudart.cudaGetDeviceProperties(0))
+        try:
+            sidecar = json.loads(sidecar_path.read_text())
+            props = _check(cudart.cudaGetDeviceProperties(0))
+        except (json.JSONDecodeError, RuntimeError) as exc:
+            raise ModelError(path, f"cannot check the engine against this machine ({exc})") from None
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         if sidecar.get("tensorrt_version") != trt.__version__ or sidecar.get("gpu") != gpu:
             raise ModelError(path, f"engine built with TensorRT {sidecar.get('tensorrt_version')} on "
@@ -80,6 +83,18 @@ class TensorRTModel:
                 outputs.append(name)
         self.info: ModelInfo = read_model_info(path, sidecar.get("metadata", {}), inputs, outputs)
         self.backend_name = f"tensorrt:{trt.__version__}"
+        self.precision = sidecar.get("precision", "fp16")
+
+    def close(self) -> None:
+        """Free the pinned and device buffers and the stream."""
+        cudart = self._cudart
+        for host, device, _ in self._buffers.values():
+            cudart.cudaFreeHost(host.ctypes.data)
+            cudart.cudaFree(device)
+        self._buffers = {}
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
 
     def run(self, faces: np.ndarray, mfcc: np.ndarray) -> np.ndarray:
         cudart = self._cudart

@@ -110,3 +110,59 @@ def test_decoding_stops_once_the_window_is_covered(tmp_path, monkeypatch):
     clip = decode_clip(path, SPEC)
     assert clip.window.start == pytest.approx(28.2, abs=0.01)
     assert len(decoded) == 15 and min(decoded) >= 28.2 and max(decoded) <= 31.8
+
+
+def test_cover_art_in_an_audio_file_is_not_video(tmp_path):
+    import av
+    from fractions import Fraction
+
+    path = tmp_path / "with_cover.flac"
+    with av.open(str(path), "w") as out:
+        audio = out.add_stream("flac", rate=16000)
+        audio.layout = "mono"
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        for packet in cover.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")):
+            out.mux(packet)
+        for packet in cover.encode(None):
+            out.mux(packet)
+        src = av.AudioFrame.from_ndarray(_tone_burst(2.0, 0.5)[None], format="flt", layout="mono")
+        src.sample_rate, src.pts, src.time_base = 16000, 0, Fraction(1, 16000)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        for frame in resampler.resample(src) + resampler.resample(None):
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    clip = decode_clip(path, SPEC)
+    assert not clip.has_video and clip.frames is None and clip.audio is not None
+
+
+def test_broken_float_samples_do_not_poison_the_features():
+    """Float PCM with NaN/inf (both decode and predict_arrays pass audio through sanitise)."""
+    from mer.runtime.decode import sanitise
+    from mer.runtime.mfcc import mfcc
+
+    wave = _tone_burst(4.0, 0.5)
+    wave[100:200] = np.nan
+    wave[300] = np.inf
+    clean = sanitise(wave)
+    assert np.isfinite(clean).all() and np.abs(clean).max() <= 1.0
+    assert np.isfinite(mfcc(clean[: SPEC.n_samples], SPEC)).all()
+
+
+@pytest.mark.parametrize("content, reason", [(b"hello, this is a text file\n" * 200, "text file"),
+                                             (None, "still image")])
+def test_things_ffmpeg_opens_that_are_not_clips(tmp_path, content, reason):
+    from mer.runtime.errors import InputError
+
+    if content is None:
+        import cv2
+        path = tmp_path / "photo.jpg"
+        cv2.imwrite(str(path), np.full((64, 64, 3), 128, np.uint8))
+    else:
+        path = tmp_path / "notes.nfo"
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=reason):
+        decode_clip(path, SPEC)
