@@ -228,6 +228,31 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
 
 
 @main.command()
+@click.option("--runs", type=click.Path(path_type=Path), default=RUNS, show_default=True)
+def report(runs: Path) -> None:
+    """The cross-validation results table (Markdown) from the run folders of `audio` and `fusion`."""
+    def cell(accs: list[float]) -> str:
+        return f"{100 * np.mean(accs):.1f} ± {100 * np.std(accs):.1f}" if accs else "not run"
+
+    rows = ["| model (input) | " + " | ".join(f.name for f in _folds("actors03-24", ())) + " | mean ± std |",
+            "|---|" + "---|" * 6]
+    audio = {r["fold"]: r["test"]["accuracy"] for r in
+             (json.loads(p.read_text()) for p in sorted((runs / "audio").glob("audio-test*.json")))}
+    rows.append("| audio branch alone (speech) | " + " | ".join(
+        f"{100 * audio[f.name]:.1f}" if f.name in audio else "–" for f in _folds("actors03-24", ())) +
+        f" | {cell(list(audio.values()))} |")
+    for fusion in ("ia", "lt", "it"):
+        results = {r["fold"]: r for r in (json.loads(p.read_text()) for p in sorted((runs / "fusion" / fusion).glob("test*.json")))}
+        for mode, label in (("audiovisual", "speech + face"), ("audio_only", "speech, no face"),
+                            ("video_only", "face, no speech")):
+            accs = {k: r["test"][mode]["accuracy"] for k, r in results.items()}
+            rows.append(f"| {fusion} ({label}) | " + " | ".join(
+                f"{100 * accs[f.name]:.1f}" if f.name in accs else "–" for f in _folds("actors03-24", ())) +
+                f" | {cell(list(accs.values()))} |")
+    click.echo("\n".join(rows))
+
+
+@main.command()
 @click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
 @data_option
 @mfcc_option
