@@ -3,10 +3,24 @@
     from mer.runtime import Recognizer
     with Recognizer() as rec:
         print(rec.predict("clip.mp4").to_dict())
-"""
-from .errors import InputError, MerError, ModelError
-from .recognizer import DEFAULT_FUSION, FUSIONS, Recognizer, Result, bundled_model
-from .spec import DEFAULT_SPEC, LABELS, FeatureSpec
 
-__all__ = ["Recognizer", "Result", "FeatureSpec", "DEFAULT_SPEC", "LABELS", "FUSIONS", "DEFAULT_FUSION",
-           "MerError", "InputError", "ModelError", "bundled_model"]
+Names are imported on first use, so `mer-infer` can set up its process (BLAS threads) before
+NumPy loads, and `mer-infer --help` starts fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Recognizer": "recognizer", "Result": "recognizer", "bundled_model": "recognizer",
+    "DEFAULT_FUSION": "recognizer", "FUSIONS": "recognizer",
+    "FeatureSpec": "spec", "DEFAULT_SPEC": "spec", "LABELS": "spec",
+    "MerError": "errors", "InputError": "errors", "ModelError": "errors",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
