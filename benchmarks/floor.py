@@ -65,8 +65,7 @@ def main() -> None:
     from mer.runtime import bundled_model
     from mer.train import checkpoint as ckpt
 
-    source = ckpt.bundled_checkpoint(args.fusion)
-    model, spec, _ = ckpt.load_checkpoint(source, args.fusion) if source.is_file() else ckpt.untrained(args.fusion)
+    model, spec, _ = ckpt.bundled_or_untrained(args.fusion)
     faces, mfcc = example_inputs(spec)
     macs = count_macs(model.eval(), faces, mfcc)
     peak = cpu_peak_gflops()

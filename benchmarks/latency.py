@@ -101,8 +101,7 @@ def torch_baseline(fusion: str, faces: np.ndarray, feats: np.ndarray, batch: int
     except ImportError:
         print("  (torch not installed: no PyTorch eager baseline; pip install -e '.[train]')")
         return None
-    source = ckpt.bundled_checkpoint(fusion)
-    model = (ckpt.load_checkpoint(source, fusion) if source.is_file() else ckpt.untrained(fusion))[0].eval()
+    model = ckpt.bundled_or_untrained(fusion)[0].eval()
     torch.set_num_threads(os.cpu_count() or 1)
     f = torch.from_numpy(np.repeat(faces[None], batch, 0))
     m = torch.from_numpy(np.repeat(feats[None], batch, 0))
@@ -221,8 +220,7 @@ def _batch_rows(fusion: str, faces, feats, work: Path, repeats: int, quick: bool
         return []
     import onnxruntime as ort
 
-    source = ckpt.bundled_checkpoint(fusion)
-    model, spec, trained_on = ckpt.load_checkpoint(source, fusion) if source.is_file() else ckpt.untrained(fusion)
+    model, spec, trained_on = ckpt.bundled_or_untrained(fusion)
     batch = 8
     path = export_onnx(model, spec, work / f"{fusion}.b{batch}.onnx", trained_on, batch=batch)
     opts = ort.SessionOptions()

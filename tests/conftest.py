@@ -89,8 +89,7 @@ def _export(fusion: str, out: Path) -> Path:
     from mer.export.onnx_export import export_onnx
     from mer.train import checkpoint as ckpt
 
-    source = ckpt.bundled_checkpoint(fusion)
-    model, spec, trained_on = ckpt.load_checkpoint(source, fusion) if source.is_file() else ckpt.untrained(fusion)
+    model, spec, trained_on = ckpt.bundled_or_untrained(fusion)
     return export_onnx(model, spec, out / f"{fusion}.onnx", trained_on)
 
 

@@ -34,8 +34,7 @@ def real_inputs(face, speech):
 
 
 def _model(fusion):
-    source = ckpt.bundled_checkpoint(fusion)
-    return ckpt.load_checkpoint(source, fusion)[0] if source.is_file() else ckpt.untrained(fusion)[0]
+    return ckpt.bundled_or_untrained(fusion)[0]
 
 
 @pytest.mark.parametrize("fusion", ["lt", "it", "ia"])

@@ -50,3 +50,9 @@ def untrained(fusion: str, seed: int = 0) -> tuple[MerModel, FeatureSpec, str]:
     """Randomly initialised (seeded, so the same call gives the same weights)."""
     torch.manual_seed(seed)
     return MerModel(fusion), DEFAULT_SPEC, "nothing (randomly initialised, untrained)"
+
+
+def bundled_or_untrained(fusion: str) -> tuple[MerModel, FeatureSpec, str]:
+    """The bundled trained model of `fusion`, or a seeded untrained one where none ships."""
+    source = bundled_checkpoint(fusion)
+    return load_checkpoint(source, fusion) if source.is_file() else untrained(fusion)
