@@ -35,13 +35,21 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 
 
 def timed(fn, repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
+    return timed_together({"fn": fn}, repeats, warmup)["fn"]
+
+
+def timed_together(fns: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Per-call milliseconds of each function, calls interleaved (a, b, a, b, ...) so that a ratio
+    between them is not skewed by the machine drifting (this VM's speed wanders by tens of %)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].append((time.perf_counter() - t0) * 1e3)
     return out
 
 
@@ -77,38 +85,45 @@ def model_inputs(rec, clip: Path):
 def bench_mfcc(spec, audio: np.ndarray, repeats: int) -> list[dict]:
     from mer.runtime.mfcc import mfcc
 
-    rows = [{"backend": "numpy", "precision": "fp32", "fusion": "-", "stage": "mfcc", "batch": 1,
-             **percentiles(timed(lambda: mfcc(audio, spec), repeats, 5))}]
+    ours = lambda: mfcc(audio, spec)  # noqa: E731
+    row = {"backend": "numpy", "precision": "fp32", "fusion": "-", "stage": "mfcc", "batch": 1}
     try:
         import librosa
     except ImportError:
         print("  (librosa not installed: no MFCC reference; pip install -e '.[dev]')")
-        return rows
+        return [{**row, **percentiles(timed(ours, repeats, 5))}]
     ref = lambda: librosa.feature.mfcc(y=audio, sr=spec.sample_rate, n_mfcc=spec.n_mfcc, n_fft=spec.n_fft,  # noqa: E731
                                        win_length=spec.win_length, hop_length=spec.hop_length, n_mels=spec.n_mels,
                                        fmin=spec.fmin, fmax=spec.fmax)
-    dev = float(np.abs(ref() - mfcc(audio, spec)).max() / np.abs(ref()).max())
-    rows.append({"backend": "librosa", "precision": "fp32", "fusion": "-", "stage": "mfcc", "batch": 1,
-                 "max_rel_dev": dev, **percentiles(timed(ref, repeats, 5))})
-    return rows
+    dev = float(np.abs(ref() - ours()).max() / np.abs(ref()).max())
+    samples = timed_together({"ours": ours, "ref": ref}, repeats, 5)
+    return [{**row, **percentiles(samples["ours"])},
+            {**row, "backend": "librosa", "max_rel_dev": dev, **percentiles(samples["ref"])}]
 
 
-def torch_baseline(fusion: str, faces: np.ndarray, feats: np.ndarray, batch: int, repeats: int) -> dict | None:
+def model_vs_torch(fusion: str, model_path: Path, faces: np.ndarray, feats: np.ndarray, repeats: int) -> list[dict]:
+    """ONNX Runtime (CPU, fp32, as mer-infer runs it) and PyTorch eager on the same weights,
+    timed interleaved; both at batch 1 on every core."""
+    from mer.runtime.backends import load_model
+
     try:
         import torch
 
         from mer.train import checkpoint as ckpt
     except ImportError:
         print("  (torch not installed: no PyTorch eager baseline; pip install -e '.[train]')")
-        return None
+        return []
     model = ckpt.bundled_or_untrained(fusion)[0].eval()
     torch.set_num_threads(os.cpu_count() or 1)
-    f = torch.from_numpy(np.repeat(faces[None], batch, 0))
-    m = torch.from_numpy(np.repeat(feats[None], batch, 0))
+    f, m = faces[None], feats[None]
+    ft, mt = torch.from_numpy(f), torch.from_numpy(m)
+    ours = load_model(model_path, "cpu", None)
     with torch.inference_mode():
-        samples = timed(lambda: model(f, m), repeats, 2)
-    return {"backend": "torch-eager", "precision": "fp32", "fusion": fusion, "stage": "model", "batch": batch,
-            **percentiles(samples)}
+        samples = timed_together({"ort": lambda: ours.run(f, m), "torch": lambda: model(ft, mt)}, repeats, 3)
+    backend = ours.backend_name
+    row = {"precision": "fp32", "fusion": fusion, "stage": "model-only", "batch": 1}
+    return [{"backend": backend, "baseline_for": "torch-eager", **row, **percentiles(samples["ort"])},
+            {"backend": "torch-eager", **row, **percentiles(samples["torch"])}]
 
 
 def available_backends() -> list[str]:
@@ -167,13 +182,13 @@ def main() -> None:
                     rows.append(model_row)
                 print(f"  {fusion} {precision} {backend}: total p50 {rows[-2]['p50_ms']:.1f} ms, "
                       f"model p50 {model_row['p50_ms']:.1f} ms")
-        base = torch_baseline(fusion, faces, feats, 1, repeats)
-        if base:
-            rows.append(base)
-            ours = next(r for r in rows if r["fusion"] == fusion and r["stage"] == "model-only" and r["precision"] == "fp32"
-                        and r["backend"].endswith("CPUExecutionProvider"))
+        pair = model_vs_torch(fusion, fp32, faces, feats, repeats * 2)
+        if pair:
+            rows.extend(pair)
+            ours, base = pair
             summary[f"model_speedup_vs_torch_{fusion}"] = round(base["p50_ms"] / ours["p50_ms"], 2)
-            print(f"  {fusion} torch eager: {base['p50_ms']:.1f} ms -> ONNX Runtime {summary[f'model_speedup_vs_torch_{fusion}']}x faster")
+            print(f"  {fusion} torch eager: {base['p50_ms']:.1f} ms vs ONNX Runtime {ours['p50_ms']:.1f} ms "
+                  f"(interleaved) -> {summary[f'model_speedup_vs_torch_{fusion}']}x faster")
         rows.extend(_batch_rows(fusion, faces, feats, work, repeats, args.quick))
     from mer.runtime.decode import decode_clip
 

@@ -21,10 +21,12 @@ def _dw(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride, 1, groups=cin, bias=False)
 
 
-def _shuffle(x: torch.Tensor) -> torch.Tensor:
-    """Interleave the two branch halves (ShuffleNet-v2 channel shuffle, 2 groups)."""
-    b, c, h, w = x.shape
-    return x.reshape(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+def _interleave(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """cat((first, second), 1) followed by the ShuffleNet-v2 channel shuffle (2 groups), as one
+    copy: stacking on a new axis 2 and flattening puts channel i of each half side by side. The
+    concat-reshape-transpose form exports as two copies (Concat, Transpose)."""
+    b, c, h, w = first.shape
+    return torch.stack((first, second), dim=2).reshape(b, 2 * c, h, w)
 
 
 class InvertedResidual(nn.Module):
@@ -47,10 +49,8 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             keep, work = x.chunk(2, dim=1)
-            out = torch.cat((keep, self.branch2(work)), dim=1)
-        else:
-            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return _shuffle(out)
+            return _interleave(keep, self.branch2(work))
+        return _interleave(self.branch1(x), self.branch2(x))
 
 
 class LocalFeatureExtractor(nn.Module):
