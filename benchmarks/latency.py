@@ -73,15 +73,6 @@ def make_clip(folder: Path) -> Path:
     return write_clip(folder / "talking_face_720p.mp4", frames, 30.0, wave, 16000)
 
 
-def model_inputs(rec, clip: Path):
-    from mer.runtime.decode import decode_clip
-    from mer.runtime.mfcc import mfcc
-
-    decoded = decode_clip(clip, rec.spec)
-    faces = rec.cropper(decoded.frames, decoded.frame_ids).faces
-    return faces, mfcc(decoded.audio, rec.spec)
-
-
 def bench_mfcc(spec, audio: np.ndarray, repeats: int) -> list[dict]:
     from mer.runtime.mfcc import mfcc
 
@@ -175,7 +166,7 @@ def main() -> None:
                     for stage, samples in stages.items():
                         rows.append({"backend": result.model["backend"], "precision": precision, "fusion": fusion,
                                      "stage": stage, "batch": 1, **percentiles(samples)})
-                    faces, feats = model_inputs(rec, clip)
+                    faces, feats = rec.inputs(clip)
                     run = lambda: rec._model.run(faces[None], feats[None])  # noqa: E731
                     model_row = {"backend": result.model["backend"], "precision": precision, "fusion": fusion,
                                  "stage": "model-only", "batch": 1, **percentiles(timed(run, repeats * 2, 3))}

@@ -14,26 +14,19 @@ def _mb(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:6.2f} MB"
 
 
-def _check_inputs(spec, clip: Path | None):
-    """Inputs for the parity checks: a real clip's features when given, else seeded synthetic ones."""
-    import numpy as np
-
+def _check_inputs(spec, onnx_path: Path, clip: Path | None):
+    """Inputs for the parity checks: a real clip's model inputs as the runtime builds them when
+    given (read through the just-exported model, so its spec is the one served), else seeded
+    synthetic ones."""
     from .onnx_export import example_inputs
 
     if clip is None:
         faces, mfcc = example_inputs(spec)
         return faces.numpy(), mfcc.numpy(), "seeded random faces and MFCC"
-    from mer.runtime.decode import decode_clip
-    from mer.runtime.faces import FaceCropper
-    from mer.runtime.mfcc import mfcc as compute_mfcc
+    from mer.runtime import Recognizer
 
-    decoded = decode_clip(clip, spec)
-    faces = np.zeros(spec.faces_shape, np.uint8)
-    if decoded.frames is not None:
-        cropper = FaceCropper(spec)
-        faces = cropper(decoded.frames, decoded.frame_ids).faces
-        cropper.close()
-    feats = compute_mfcc(decoded.audio, spec) if decoded.audio is not None else np.zeros(spec.mfcc_shape, np.float32)
+    with Recognizer(onnx_path, backend="cpu") as rec:
+        faces, feats = rec.inputs(clip)
     return faces[None], feats[None], f"features of {clip}"
 
 
@@ -70,13 +63,22 @@ def main(fusion: str, checkpoint: Path | None, out: Path, batch: int, check_clip
         click.echo(f"mer-export: error: {exc}", err=True)
         sys.exit(2)
     model.eval()
+    if check_clip is not None:  # refuse a bad clip before anything in OUT is overwritten
+        from mer.runtime.decode import decode_clip
+        from mer.runtime.errors import InputError
+
+        try:
+            decode_clip(check_clip, spec)
+        except InputError as exc:
+            click.echo(f"mer-export: error: {exc}", err=True)
+            sys.exit(1)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, fp16_path, engine_path = out / f"{fusion}.onnx", out / f"{fusion}.fp16.onnx", out / f"{fusion}.fp16.engine"
 
     click.echo(f"mer-export: {fusion} model ({sum(p.numel() for p in model.parameters()):,} parameters), "
                f"trained on: {trained_on}")
     export_onnx(model, spec, onnx_path, trained_on, batch)
-    faces, mfcc, what = _check_inputs(spec, check_clip)
+    faces, mfcc, what = _check_inputs(spec, onnx_path, check_clip)
     if batch > 1:
         import numpy as np
         faces, mfcc = np.repeat(faces, batch, 0), np.repeat(mfcc, batch, 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import load_model
-from .decode import Window, decode_clip, sanitise, window_for
+from .decode import DecodedClip, Window, decode_clip, sanitise, window_for
 from .errors import InputError, ModelError
 from .faces import FaceCropper
 from .mfcc import mfcc as compute_mfcc
@@ -96,6 +96,29 @@ class Recognizer:
         t0 = time.perf_counter()
         clip = decode_clip(path, self.spec)
         t1 = time.perf_counter()
+        faces, detected, warnings = self._faces(clip)
+        if faces is None and clip.audio is None:
+            raise InputError(path, "no face and no audio in it: nothing to recognise")
+        t2 = time.perf_counter()
+        feats = self._mfcc(clip.audio)
+        t3 = time.perf_counter()
+        result = self._infer(faces, feats, clip.audio is not None, detected, (clip.window.start, clip.window.end),
+                             warnings)
+        result.file = str(path)
+        result.timings_ms = {"decode": (t1 - t0) * 1e3, "faces": (t2 - t1) * 1e3, "mfcc": (t3 - t2) * 1e3,
+                             **result.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
+        return result
+
+    def inputs(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """The model's inputs for a clip, exactly as `predict` builds them: faces uint8
+        (15, 224, 224, 3) and MFCC float32 (n_mfcc, frames); a missing modality is zeros."""
+        clip = decode_clip(path, self.spec)
+        faces = self._faces(clip)[0]
+        return (faces if faces is not None else np.zeros(self.spec.faces_shape, np.uint8)), self._mfcc(clip.audio)
+
+    def _faces(self, clip: DecodedClip) -> tuple[np.ndarray | None, int, list[str]]:
+        """Face crops (None when no face was found or there is no video), faces found, and the
+        clip's warnings (decoder notes and any missing modality)."""
         warnings = list(clip.warnings)
         faces, detected = None, 0
         if clip.frames is not None:
@@ -111,17 +134,7 @@ class Recognizer:
             warnings.append("no video stream: visual input absent")
         if not clip.has_audio:
             warnings.append("no audio stream: audio input absent")
-        if faces is None and clip.audio is None:
-            raise InputError(path, "no face and no audio in it: nothing to recognise")
-        t2 = time.perf_counter()
-        feats = self._mfcc(clip.audio)
-        t3 = time.perf_counter()
-        result = self._infer(faces, feats, clip.audio is not None, detected, (clip.window.start, clip.window.end),
-                             warnings)
-        result.file = str(path)
-        result.timings_ms = {"decode": (t1 - t0) * 1e3, "faces": (t2 - t1) * 1e3, "mfcc": (t3 - t2) * 1e3,
-                             **result.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
-        return result
+        return faces, detected, warnings
 
     def predict_arrays(self, faces: np.ndarray | None = None, audio: np.ndarray | None = None) -> Result:
         if faces is None and audio is None:

@@ -70,13 +70,15 @@ def test_onnx_is_valid_fixed_shape_and_matches_torch(exported, real_inputs, fusi
     assert dev < 0.05 * max(1.0, float(np.abs(ref).max()))
 
 
-def test_mer_export_cli_writes_onnx_and_says_why_tensorrt_was_skipped(tmp_path):
+def test_mer_export_cli_writes_onnx_and_says_why_tensorrt_was_skipped(tmp_path, clip_factory):
     out = tmp_path / "exports"
-    proc = subprocess.run([sys.executable, "-m", "mer.export.cli", "--fusion", "ia", "--untrained", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    clip = clip_factory("check.mp4", seconds=4.0)
+    proc = subprocess.run([sys.executable, "-m", "mer.export.cli", "--fusion", "ia", "--untrained", "--out", str(out),
+                           "--check-clip", str(clip)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "ia.onnx").is_file() and (out / "ia.fp16.onnx").is_file()
     assert "max |onnx - torch|" in proc.stdout and "max |fp16 - fp32|" in proc.stdout
+    assert f"features of {clip}" in proc.stdout
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -90,6 +92,18 @@ def test_mer_export_refuses_a_checkpoint_of_another_fusion(tmp_path):
                            str(tmp_path / "lt.pt"), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "holds a 'lt' model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mer_export_refuses_a_bad_check_clip_before_writing(tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    kept = tmp_path / "ia.onnx"
+    kept.write_bytes(b"an earlier export")
+    proc = subprocess.run([sys.executable, "-m", "mer.export.cli", "--fusion", "ia", "--untrained", "--out",
+                           str(tmp_path), "--check-clip", str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith(f"mer-export: error: {bad}:") and "Traceback" not in proc.stderr
+    assert kept.read_bytes() == b"an earlier export"
 
 
 def test_tensorrt_engine_builds_with_sidecar(exported, tmp_path):
