@@ -71,12 +71,16 @@ def runtime_window(cache: SpeechCache, i: int, spec: FeatureSpec, shift_s: float
 
 def mfcc_batch(cache: SpeechCache, idx: np.ndarray, spec: FeatureSpec, rng: np.random.Generator | None = None,
                max_shift_s: float = 0.25, gain_db: float = 6.0, noise_snr_db: tuple[float, float] = (15.0, 40.0),
-               ) -> np.ndarray:
-    """(len(idx), n_mfcc, T) MFCCs; with `rng`, random shift, gain and background noise first."""
+               speed: float = 0.0) -> np.ndarray:
+    """(len(idx), n_mfcc, T) MFCCs; with `rng`, random shift, speed change (factor within
+    1 +- `speed`: tempo and pitch together, as in Ko et al. 2015), gain and background noise."""
     out = np.zeros((len(idx), *spec.mfcc_shape), np.float32)
     for j, i in enumerate(idx):
         shift = rng.uniform(-max_shift_s, max_shift_s) if rng is not None else 0.0
-        wave = runtime_window(cache, int(i), spec, shift)
+        if rng is not None and speed > 0:
+            wave = _window_at_speed(cache, int(i), spec, shift, float(rng.uniform(1 - speed, 1 + speed)))
+        else:
+            wave = runtime_window(cache, int(i), spec, shift)
         if rng is not None:
             wave = wave * np.float32(10 ** (rng.uniform(-gain_db, gain_db) / 20))
             power = float(np.mean(wave ** 2)) + 1e-12
@@ -84,3 +88,11 @@ def mfcc_batch(cache: SpeechCache, idx: np.ndarray, spec: FeatureSpec, rng: np.r
             wave = wave + rng.standard_normal(len(wave)).astype(np.float32) * np.float32(np.sqrt(power / 10 ** (snr / 10)))
         out[j] = mfcc(wave, spec)
     return out
+
+
+def _window_at_speed(cache: SpeechCache, i: int, spec: FeatureSpec, shift_s: float, factor: float) -> np.ndarray:
+    """The runtime window of take i played `factor` times faster, about the same centre."""
+    centre = (window_for(float(cache.durations[i]), spec).start + shift_s) * spec.sample_rate + spec.n_samples / 2
+    positions = centre + (np.arange(spec.n_samples) - spec.n_samples / 2) * factor
+    source = cache.audio[i]
+    return np.interp(positions, np.arange(len(source)), source, left=0.0, right=0.0).astype(np.float32)

@@ -127,15 +127,17 @@ def eval_faces(trunk: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "audio", show_default=True)
 @click.option("--all-actors", is_flag=True, help="Train one model on every actor at hand (03-24), last epoch kept "
                                                  "(OUT/audio-all03-24.pt: the audio start of `ship`).")
+@click.option("--speed", default=0.0, show_default=True, help="Speed perturbation: random factor within 1 +- SPEED.")
+@click.option("--mixup", default=0.0, show_default=True, help="Mixup Beta(a, a) parameter (0: off).")
 def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, out: Path,
-          all_actors: bool) -> None:
+          all_actors: bool, speed: float, mixup: float) -> None:
     """Audio branch alone, fold by fold; selection on each fold's validation actors."""
     from .ravdess import Fold
     from .train_audio import AudioRecipe, train_fold
 
     spec = _spec(n_mfcc)
     cache = _speech(data, preset, spec)
-    recipe = AudioRecipe(epochs=epochs, input_norm=audio_norm)
+    recipe = AudioRecipe(epochs=epochs, input_norm=audio_norm, speed=speed, mixup=mixup)
     if all_actors:
         actors = tuple(range(3, 25))
         train_fold(cache, spec, Fold("all03-24", actors, actors, actors), recipe, out, log=click.echo, keep_last=True)

@@ -32,6 +32,7 @@ class AudioRecipe:
     augment: bool = True
     time_masks: int = 2          # SpecAugment-style masks on the MFCC frames
     mixup: float = 0.0
+    speed: float = 0.0           # speed perturbation: factor within 1 +- speed
     seed: int = 1
 
 
@@ -69,7 +70,7 @@ def train_fold(cache: SpeechCache, spec: FeatureSpec, fold: Fold, recipe: AudioR
         order = rng.permutation(tr)
         for s in range(0, len(order), recipe.batch):
             idx = order[s:s + recipe.batch]
-            x = mfcc_batch(cache, idx, spec, rng if recipe.augment else None)
+            x = mfcc_batch(cache, idx, spec, rng if recipe.augment else None, speed=recipe.speed)
             if recipe.augment and recipe.time_masks:
                 x = _mask_time(x, rng, recipe.time_masks)
             y = torch.from_numpy(cache.labels[idx])
