@@ -73,6 +73,8 @@ fold_option = click.option("--fold", "folds", multiple=True, help="Fold name(s),
 mfcc_option = click.option("--n-mfcc", default=10, show_default=True)
 norm_option = click.option("--audio-norm", type=click.Choice(["none", "cmn", "cmvn"]), default="none", show_default=True,
                            help="Per-utterance MFCC normalisation inside the model (the paper: none).")
+speed_option = click.option("--speed", default=0.0, show_default=True,
+                            help="Speed perturbation of the training speech: random factor within 1 +- SPEED.")
 
 
 @click.group(help=__doc__)
@@ -127,7 +129,7 @@ def eval_faces(trunk: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "audio", show_default=True)
 @click.option("--all-actors", is_flag=True, help="Train one model on every actor at hand (03-24), last epoch kept "
                                                  "(OUT/audio-all03-24.pt: the audio start of `ship`).")
-@click.option("--speed", default=0.0, show_default=True, help="Speed perturbation: random factor within 1 +- SPEED.")
+@speed_option
 @click.option("--mixup", default=0.0, show_default=True, help="Mixup Beta(a, a) parameter (0: off).")
 def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, out: Path,
           all_actors: bool, speed: float, mixup: float) -> None:
@@ -187,14 +189,15 @@ def _face_features(trunk_path: Path, size: int):
 @fold_option
 @mfcc_option
 @norm_option
+@speed_option
 @click.option("--epochs", default=15, show_default=True)
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 @click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "audio", show_default=True,
               help="Folder of `mer-train audio` fold checkpoints to start each fold's audio branch from "
                    "(trained on the same fold's training actors); 'none': from scratch.")
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True)
-def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, trunk: Path,
-           audio_init: Path, out: Path) -> None:
+def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, speed: float,
+           epochs: int, trunk: Path, audio_init: Path, out: Path) -> None:
     """A fusion per fold: cached trunk features of still faces paired with speech by emotion."""
     import torch
 
@@ -203,7 +206,7 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
 
     spec = _spec(n_mfcc)
     cache = _speech(data, preset, spec)
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, speed=speed)
     faces = _face_features(trunk, recipe.face_size)
     pools = FacePools.split(faces, TFEID_TEST_PERFORMERS)
     trunk_state = _trunk_state(trunk)
@@ -259,13 +262,14 @@ def report(runs: Path) -> None:
 @data_option
 @mfcc_option
 @norm_option
+@speed_option
 @click.option("--epochs", default=15, show_default=True)
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 @click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "audio" / "audio-all03-24.pt",
               show_default=True, help="Audio branch to start from (`mer-train audio --all-actors`); 'none': scratch.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: train/checkpoints/<fusion>.pt")
-def ship(fusion: str, data: Path, n_mfcc: int, audio_norm: str, epochs: int, trunk: Path, audio_init: Path,
-         out: Path | None) -> None:
+def ship(fusion: str, data: Path, n_mfcc: int, audio_norm: str, speed: float, epochs: int, trunk: Path,
+         audio_init: Path, out: Path | None) -> None:
     """The model to bundle: trained on every actor at hand (03-24) for a fixed number of epochs."""
     from .checkpoint import bundled_checkpoint, save_checkpoint
     from .pretrain_faces import TFEID_TEST_PERFORMERS
@@ -274,7 +278,7 @@ def ship(fusion: str, data: Path, n_mfcc: int, audio_norm: str, epochs: int, tru
 
     spec = _spec(n_mfcc)
     cache = _speech(data, "actors03-24", spec)
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, speed=speed)
     faces = _face_features(trunk, recipe.face_size)
     pools = FacePools.split(faces, TFEID_TEST_PERFORMERS)
     actors = tuple(range(3, 25))

@@ -39,6 +39,7 @@ class FusionRecipe:
     weight_decay: float = 0.05
     face_size: int = 112
     audio_norm: str = "none"
+    speed: float = 0.0           # speed perturbation of the speech (see audio_cache.mfcc_batch)
     seed: int = 1
 
 
@@ -129,7 +130,7 @@ def train_fusion_fold(cache: SpeechCache, faces: FaceFeatures, pools: FacePools,
             idx = order[s:s + recipe.batch]
             y = torch.from_numpy(cache.labels[idx])
             video = video_batch(faces, pair_faces(cache.labels[idx], pools.train, rng), rng)
-            audio = torch.from_numpy(mfcc_batch(cache, idx, spec, rng))
+            audio = torch.from_numpy(mfcc_batch(cache, idx, spec, rng, speed=recipe.speed))
             b = len(idx)
             # Hard modality dropout: originals, (no audio, video), (audio, no face).
             video3 = torch.cat([video, video, blank.expand(b * 15, -1)])
