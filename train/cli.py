@@ -84,7 +84,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "faces", show_default=True)
-@click.option("--epochs", default=12, show_default=True)
+@click.option("--epochs", default=10, show_default=True)
 @click.option("--size", default=112, show_default=True, help="Internal face resolution (224 = paper).")
 @click.pass_context
 def faces(ctx, out: Path, epochs: int, size: int) -> None:

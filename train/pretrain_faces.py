@@ -3,7 +3,7 @@
 Selection is on the FER+ *valid* split only; the FER+ test split and the TFEID test performers
 are evaluated once per epoch for the log but never used to choose anything.
 
-    mer-train faces            # = python -m mer.train.pretrain_faces --out runs/faces --epochs 12 --size 112
+    mer-train faces            # = python -m mer.train.pretrain_faces --out runs/faces --epochs 10 --size 112
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256) -> d
 
 @click.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/faces"), show_default=True)
-@click.option("--epochs", default=12, show_default=True)
+@click.option("--epochs", default=10, show_default=True)
 @click.option("--size", default=112, show_default=True, help="internal face resolution (224 = paper)")
 @click.option("--batch", default=96, show_default=True)
 @click.option("--lr", default=3e-3, show_default=True)
