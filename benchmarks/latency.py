@@ -38,18 +38,22 @@ def timed(fn, repeats: int, warmup: int) -> list[float]:
     return timed_together({"fn": fn}, repeats, warmup)["fn"]
 
 
-def timed_together(fns: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Per-call milliseconds of each function, calls interleaved (a, b, a, b, ...) so that a ratio
-    between them is not skewed by the machine drifting (this VM's speed wanders by tens of %)."""
+def timed_together(fns: dict, repeats: int, warmup: int, block: int = 5) -> dict[str, list[float]]:
+    """Per-call milliseconds of each function, `repeats` samples each, taken in alternating blocks
+    (a a a a a, b b b b b, a ...) so that a ratio between them is not skewed by the machine
+    drifting (this VM's speed wanders by tens of %). The first call of each block is dropped: it
+    pays for the other function's leftovers (PyTorch's OpenMP threads spin on after a call)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     out: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    while any(len(v) < repeats for v in out.values()):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
             fn()
-            out[name].append((time.perf_counter() - t0) * 1e3)
+            for _ in range(min(block - 1, repeats - len(out[name]))):
+                t0 = time.perf_counter()
+                fn()
+                out[name].append((time.perf_counter() - t0) * 1e3)
     return out
 
 
