@@ -20,11 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# As mer-infer does: single-threaded BLAS for the MFCC's small products (set before NumPy loads).
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,7 @@
     with Recognizer() as rec:
         print(rec.predict("clip.mp4").to_dict())
 
-Names are imported on first use, so `mer-infer` can set up its process (BLAS threads) before
-NumPy loads, and `mer-infer --help` starts fast.
+Names are imported on first use, so `import mer.runtime` and `mer-infer --help` start fast.
 """
 from __future__ import annotations
 

@@ -53,11 +53,6 @@ def main(paths: tuple[str, ...], model_path: str | None, fusion: str | None, bac
     """Recognise the emotion in each talking-face clip (mp4, avi, mkv, mov, webm...) or speech
     file (wav, flac, mp3...): neutral, calm, happy, sad, angry, fearful, disgust or surprised."""
     _route_native_stderr_away()
-    # The MFCC's small matrix products gain nothing from BLAS threads, and their spinning after
-    # each call slows the face detector and ONNX Runtime that follow (measured). NumPy is not
-    # loaded yet at this point in the CLI, so this takes effect.
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
     if model_path and fusion:
         raise click.UsageError("give --model or --fusion, not both")
     from .errors import InputError, MerError
