@@ -11,6 +11,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 
@@ -54,6 +56,31 @@ def _asset(name: str) -> str:
     return str(resources.files("mer.runtime") / "assets" / name)
 
 
+_OPEN: "weakref.WeakSet[FaceCropper]" = weakref.WeakSet()
+_hooked = False
+
+
+def _close_open_croppers() -> None:
+    for cropper in list(_OPEN):
+        cropper.close()
+
+
+def _close_at_exit(cropper: "FaceCropper") -> None:
+    """Close croppers left open (a Recognizer never closed) before the interpreter stops.
+
+    MediaPipe closes a detector through a ThreadPoolExecutor, and executors stop taking work in
+    threading's shutdown hook, which runs before `atexit`: an atexit close fails with a traceback,
+    and MediaPipe's own __del__ complains later. So the hook goes into threading's shutdown hooks,
+    registered after MediaPipe (and concurrent.futures) loaded, because they run last-in first-out.
+    """
+    global _hooked
+    _OPEN.add(cropper)
+    if not _hooked:
+        register = getattr(threading, "_register_atexit", atexit.register)
+        register(_close_open_croppers)
+        _hooked = True
+
+
 class FaceCropper:
     """Holds the detectors for the life of a Recognizer (made once, reused for every clip)."""
 
@@ -62,8 +89,7 @@ class FaceCropper:
         # Short range suits talking faces within ~2 m; full range, the fallback for small faces,
         # is made only when first needed (it costs ~0.2 s to create).
         self._detectors: list = [self._make(_MODELS[0])]
-        # Close before interpreter teardown, or MediaPipe's __del__ complains at exit.
-        atexit.register(self.close)
+        _close_at_exit(self)
 
     def _make(self, name: str):
         from mediapipe.tasks.python import BaseOptions
@@ -78,7 +104,7 @@ class FaceCropper:
         for det in self._detectors:
             det.close()
         self._detectors = []
-        atexit.unregister(self.close)
+        _OPEN.discard(self)
 
     def detect(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         """Boxes (x, y, w, h, score) in `rgb`'s pixels; first detector that finds any wins."""

@@ -80,3 +80,16 @@ def test_runtime_never_imports_torch(exported, clip_factory):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() in LABELS
+
+
+def test_a_recognizer_left_open_exits_cleanly(exported, clip_factory):
+    """A user who never closes the Recognizer gets no traceback at interpreter exit (MediaPipe's
+    detectors close through an executor that stops before `atexit` handlers run)."""
+    code = (
+        "from mer.runtime import Recognizer\n"
+        f"r = Recognizer({str(exported('ia'))!r}, backend='cpu')\n"
+        f"print(r.predict({str(clip_factory('good.mp4'))!r}).label)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-2000:]
