@@ -44,15 +44,16 @@ def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path | None =
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    # A timing cache from another GPU or TensorRT version is refused (create returns None or set
+    # returns False): start an empty one rather than fail.
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"{onnx_path}: TensorRT failed to build an engine")
-    engine_path.write_bytes(bytes(serialized))
-    if timing_cache:
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
     meta["mer.precision"] = "fp16"  # the engine runs in FP16 whatever the ONNX file's precision
     sidecar = {
@@ -63,5 +64,9 @@ def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path | None =
         "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
         "metadata": meta,
     }
+    # Engine and sidecar land together (the runtime refuses an engine without its sidecar).
     engine_path.with_suffix(engine_path.suffix + ".json").write_text(json.dumps(sidecar, indent=2))
+    engine_path.write_bytes(bytes(serialized))
+    if timing_cache:
+        timing_cache.write_bytes(bytes(cache.serialize()))
     return engine_path

@@ -6,6 +6,7 @@ cannot honour, or whose input shapes contradict its spec, is refused with a one-
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -67,16 +68,22 @@ def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]],
     return ModelInfo(path, meta.get("mer.fusion", "?"), meta.get("mer.precision", "fp32"), labels, spec, batch, meta)
 
 
-def _cache_dir() -> Path:
-    """Per-user cache (the bundled model's folder in site-packages may be read-only)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mer" / "tensorrt"
+def _cache_dir(model: Path) -> Path:
+    """Per-user, per-model-content engine cache (the bundled model's folder in site-packages may
+    be read-only). ORT names cached engines by file name and graph, not weights: without the
+    content hash a retrained model of the same name would silently reuse the old engine. ORT
+    creates only the last folder of the path, so the parents are made here."""
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mer" / "tensorrt" / digest
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
 
 
 def _provider_options(provider: str, path: Path) -> dict:
     """GPU provider settings (unverified here: no GPU). TensorRT EP builds FP16 engines once and
     caches them per user; CUDA EP searches conv algorithms once per shape."""
     if provider == "TensorrtExecutionProvider":
-        cache = _cache_dir()
+        cache = _cache_dir(path)
         return {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
     if provider == "CUDAExecutionProvider":
@@ -126,6 +133,8 @@ class OnnxModel:
         if backend != "auto" and self.provider != wanted[0]:
             raise ModelError(path, f"backend {backend!r} requested but ONNX Runtime fell back to {self.provider}")
         # TensorRT EP runs this graph in FP16 (trt_fp16_enable), whatever the file's precision.
+        # (get_providers() says which providers the session holds; TensorRT EP may still leave
+        # nodes it cannot take to CUDA EP in the file's precision.)
         self.precision = "fp16" if self.provider == "TensorrtExecutionProvider" else self.info.precision
 
     @property
@@ -136,8 +145,8 @@ class OnnxModel:
         """Logits (B, 8) for faces uint8 (B, 15, 224, 224, 3) and mfcc float32 (B, n_mfcc, T)."""
         if self.provider == "CPUExecutionProvider":
             return self.session.run(["logits"], {"faces": faces, "mfcc": mfcc})[0]
-        # On a GPU: IO binding copies the uint8 faces (a quarter of float32's bytes) to the device
-        # once and leaves the output where ORT puts it until it is read back.
+        # On a GPU: IO binding hands ORT the uint8 faces (a quarter of float32's bytes) as they are,
+        # for one host-to-device copy; the 8 logits come back to the host.
         binding = self.session.io_binding()
         binding.bind_cpu_input("faces", np.ascontiguousarray(faces))
         binding.bind_cpu_input("mfcc", np.ascontiguousarray(mfcc))

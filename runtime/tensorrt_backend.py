@@ -53,9 +53,12 @@ class TensorRTModel:
         except (json.JSONDecodeError, RuntimeError) as exc:
             raise ModelError(path, f"cannot check the engine against this machine ({exc})") from None
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-        if sidecar.get("tensorrt_version") != trt.__version__ or sidecar.get("gpu") != gpu:
+        capability = f"{props.major}.{props.minor}"
+        if (sidecar.get("tensorrt_version") != trt.__version__ or sidecar.get("gpu") != gpu
+                or sidecar.get("compute_capability", capability) != capability):
             raise ModelError(path, f"engine built with TensorRT {sidecar.get('tensorrt_version')} on "
-                                   f"{sidecar.get('gpu')}; this is TensorRT {trt.__version__} on {gpu}: "
+                                   f"{sidecar.get('gpu')} (sm {sidecar.get('compute_capability')}); this is "
+                                   f"TensorRT {trt.__version__} on {gpu} (sm {capability}): "
                                    "rebuild it with mer-export on this machine")
         self._trt, self._cudart = trt, cudart
         logger = trt.Logger(trt.Logger.WARNING)

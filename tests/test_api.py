@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,3 +94,19 @@ def test_a_recognizer_left_open_exits_cleanly(exported, clip_factory):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_tensorrt_ep_engine_cache_is_made_and_keyed_by_model_content(tmp_path, monkeypatch):
+    """ORT's TensorRT EP makes only the last folder of its cache path and keys engines by file name,
+    not weights: the folder must exist beforehand and differ when the weights do. (The options are
+    built here; the provider itself needs a GPU.)"""
+    from mer.runtime.backends import _provider_options
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "fresh-home" / ".cache"))
+    a, b = tmp_path / "a" / "ia.onnx", tmp_path / "b" / "ia.onnx"
+    for path, content in ((a, b"weights one"), (b, b"weights two")):
+        path.parent.mkdir()
+        path.write_bytes(content)
+    ca = _provider_options("TensorrtExecutionProvider", a)["trt_engine_cache_path"]
+    cb = _provider_options("TensorrtExecutionProvider", b)["trt_engine_cache_path"]
+    assert Path(ca).is_dir() and Path(cb).is_dir() and ca != cb
