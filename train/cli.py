@@ -153,8 +153,11 @@ def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_no
             continue
         results.append(train_fold(cache, spec, fold, recipe, out, log=click.echo))
         click.echo(f"{fold.name}: test accuracy {results[-1]['test']['accuracy']:.3f} (epoch {results[-1]['best_epoch']})")
-    _write(out / "summary.json", [{k: r[k] for k in ("fold", "test_actors", "best_epoch", "test")} for r in results])
+    _write(out / "summary.json", [{k: r.get(k) for k in ("fold", "test_actors", "best_epoch", "test", "test_last_epoch")}
+                                  for r in results])
     click.echo(_summary("audio branch", [r["test"]["accuracy"] for r in results]))
+    if all("test_last_epoch" in r for r in results):
+        click.echo(_summary("audio branch, last epoch", [r["test_last_epoch"]["accuracy"] for r in results]))
 
 
 def _trunk_state(path: Path) -> dict:
@@ -230,6 +233,9 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
                    f"{t['audio_only']['accuracy']:.3f}, video only {t['video_only']['accuracy']:.3f}")
     for mode in ("audiovisual", "audio_only", "video_only"):
         click.echo(_summary(f"{fusion} {mode}", [r["test"][mode]["accuracy"] for r in results]))
+    if all("test_last_epoch" in r for r in results):
+        click.echo(_summary(f"{fusion} audiovisual, last epoch",
+                            [r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results]))
 
 
 @main.command()
@@ -241,19 +247,22 @@ def report(runs: Path) -> None:
 
     rows = ["| model (input) | " + " | ".join(f.name for f in _folds("actors03-24", ())) + " | mean ± std |",
             "|---|" + "---|" * 6]
-    audio = {r["fold"]: r["test"]["accuracy"] for r in
-             (json.loads(p.read_text()) for p in sorted((runs / "audio").glob("audio-test*.json")))}
-    rows.append("| audio branch alone (speech) | " + " | ".join(
-        f"{100 * audio[f.name]:.1f}" if f.name in audio else "–" for f in _folds("actors03-24", ())) +
-        f" | {cell(list(audio.values()))} |")
-    for fusion in ("ia", "lt", "it"):
-        results = {r["fold"]: r for r in (json.loads(p.read_text()) for p in sorted((runs / "fusion" / fusion).glob("test*.json")))}
+    def row(label: str, accs: dict[str, float]) -> str:
+        return (f"| {label} | " + " | ".join(f"{100 * accs[f.name]:.1f}" if f.name in accs else "–"
+                                             for f in _folds("actors03-24", ())) + f" | {cell(list(accs.values()))} |")
+
+    audio = [json.loads(p.read_text()) for p in sorted((runs / "audio").glob("audio-test*.json"))]
+    rows.append(row("audio branch alone (speech)", {r["fold"]: r["test"]["accuracy"] for r in audio}))
+    rows.append(row("audio branch alone, last epoch", {r["fold"]: r["test_last_epoch"]["accuracy"]
+                                                       for r in audio if "test_last_epoch" in r}))
+    for fusion in ("ia", "it", "lt"):
+        results = [json.loads(p.read_text()) for p in sorted((runs / "fusion" / fusion).glob("test*.json"))]
         for mode, label in (("audiovisual", "speech + face"), ("audio_only", "speech, no face"),
                             ("video_only", "face, no speech")):
-            accs = {k: r["test"][mode]["accuracy"] for k, r in results.items()}
-            rows.append(f"| {fusion} ({label}) | " + " | ".join(
-                f"{100 * accs[f.name]:.1f}" if f.name in accs else "–" for f in _folds("actors03-24", ())) +
-                f" | {cell(list(accs.values()))} |")
+            rows.append(row(f"{fusion} ({label})", {r["fold"]: r["test"][mode]["accuracy"] for r in results}))
+        rows.append(row(f"{fusion} (speech + face), last epoch",
+                        {r["fold"]: r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results
+                         if "test_last_epoch" in r}))
     click.echo("\n".join(rows))
 
 

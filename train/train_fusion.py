@@ -147,8 +147,9 @@ def train_fusion_fold(cache: SpeechCache, faces: FaceFeatures, pools: FacePools,
         log(json.dumps({"fold": fold.name, "fusion": recipe.fusion, **row}))
         if best is None or keep_last or val["audiovisual"]["accuracy"] > best["val"]["audiovisual"]["accuracy"]:
             best = {"epoch": epoch, "val": val, "state": {k: v.clone() for k, v in model.state_dict().items()}}
+    test_last = evaluate(model, *test_set, blank)  # fixed epoch count, no selection: the shipped protocol
     model.load_state_dict(best["state"])
     test = evaluate(model, *test_set, blank)
     return model, {"fold": fold.name, "fusion": recipe.fusion, "test_actors": fold.test, "val_actors": fold.val,
-                   "best_epoch": best["epoch"], "val": best["val"], "test": test, "history": history,
-                   "recipe": dataclasses.asdict(recipe)}
+                   "best_epoch": best["epoch"], "val": best["val"], "test": test, "test_last_epoch": test_last,
+                   "history": history, "recipe": dataclasses.asdict(recipe)}
