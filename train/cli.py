@@ -238,6 +238,18 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
                             [r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results]))
 
 
+def _confusion_table(name: str, confusion: np.ndarray) -> str:
+    """Markdown confusion matrix: rows the true label, columns the predicted one, and recall."""
+    from mer.runtime.spec import LABELS
+
+    head = f"\n{name}: confusion summed over the test folds (rows true, columns predicted)\n\n"
+    lines = ["| true \\ predicted | " + " | ".join(LABELS) + " | recall |", "|---|" + "---|" * (len(LABELS) + 1)]
+    for label, counts in zip(LABELS, confusion):
+        recall = counts[LABELS.index(label)] / max(1, counts.sum())
+        lines.append(f"| {label} | " + " | ".join(str(int(c)) for c in counts) + f" | {100 * recall:.0f} % |")
+    return head + "\n".join(lines)
+
+
 @main.command()
 @click.option("--runs", type=click.Path(path_type=Path), default=RUNS, show_default=True)
 def report(runs: Path) -> None:
@@ -252,6 +264,7 @@ def report(runs: Path) -> None:
                                              for f in _folds("actors03-24", ())) + f" | {cell(list(accs.values()))} |")
 
     audio = [json.loads(p.read_text()) for p in sorted((runs / "audio").glob("audio-test*.json"))]
+    confusions = {"audio branch alone": [r["test"]["confusion"] for r in audio]}
     rows.append(row("audio branch alone (speech)", {r["fold"]: r["test"]["accuracy"] for r in audio}))
     rows.append(row("audio branch alone, last epoch", {r["fold"]: r["test_last_epoch"]["accuracy"]
                                                        for r in audio if "test_last_epoch" in r}))
@@ -263,7 +276,11 @@ def report(runs: Path) -> None:
         rows.append(row(f"{fusion} (speech + face), last epoch",
                         {r["fold"]: r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results
                          if "test_last_epoch" in r}))
+        confusions[f"{fusion} (speech + face)"] = [r["test"]["audiovisual"]["confusion"] for r in results]
     click.echo("\n".join(rows))
+    for name, mats in confusions.items():
+        if mats:
+            click.echo(_confusion_table(name, np.sum(mats, axis=0)))
 
 
 @main.command()
