@@ -9,24 +9,36 @@ from pathlib import Path
 
 import click
 
+from mer.runtime.errors import InputError
+
 
 def _mb(path: Path) -> str:
     return f"{path.stat().st_size / 1e6:6.2f} MB"
 
 
-def _check_inputs(spec, onnx_path: Path, clip: Path | None):
+def _check_inputs(spec, clip: Path | None):
     """Inputs for the parity checks: a real clip's model inputs as the runtime builds them when
-    given (read through the just-exported model, so its spec is the one served), else seeded
-    synthetic ones."""
+    given, else seeded synthetic ones. Raises InputError for a clip that cannot be read."""
     from .onnx_export import example_inputs
 
     if clip is None:
         faces, mfcc = example_inputs(spec)
         return faces.numpy(), mfcc.numpy(), "seeded random faces and MFCC"
-    from mer.runtime import Recognizer
+    from mer.runtime.faces import FaceCropper
+    from mer.runtime.recognizer import clip_inputs
 
-    with Recognizer(onnx_path, backend="cpu") as rec:
-        faces, feats = rec.inputs(clip)
+    made: list[FaceCropper] = []  # only for a clip with video, and after it decoded
+
+    def cropper() -> FaceCropper:
+        if not made:
+            made.append(FaceCropper(spec))
+        return made[0]
+
+    try:
+        faces, feats = clip_inputs(clip, spec, cropper)
+    finally:
+        for c in made:
+            c.close()
     return faces[None], feats[None], f"features of {clip}"
 
 
@@ -63,22 +75,17 @@ def main(fusion: str, checkpoint: Path | None, out: Path, batch: int, check_clip
         click.echo(f"mer-export: error: {exc}", err=True)
         sys.exit(2)
     model.eval()
-    if check_clip is not None:  # refuse a bad clip before anything in OUT is overwritten
-        from mer.runtime.decode import decode_clip
-        from mer.runtime.errors import InputError
-
-        try:
-            decode_clip(check_clip, spec)
-        except InputError as exc:
-            click.echo(f"mer-export: error: {exc}", err=True)
-            sys.exit(1)
+    try:  # before anything in OUT is written: a bad clip leaves earlier exports untouched
+        faces, mfcc, what = _check_inputs(spec, check_clip)
+    except InputError as exc:
+        click.echo(f"mer-export: error: {exc}", err=True)
+        sys.exit(1)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, fp16_path, engine_path = out / f"{fusion}.onnx", out / f"{fusion}.fp16.onnx", out / f"{fusion}.fp16.engine"
 
     click.echo(f"mer-export: {fusion} model ({sum(p.numel() for p in model.parameters()):,} parameters), "
                f"trained on: {trained_on}")
     export_onnx(model, spec, onnx_path, trained_on, batch)
-    faces, mfcc, what = _check_inputs(spec, onnx_path, check_clip)
     if batch > 1:
         import numpy as np
         faces, mfcc = np.repeat(faces, batch, 0), np.repeat(mfcc, batch, 0)

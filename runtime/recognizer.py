@@ -3,6 +3,7 @@ face detector, reused for every input (make it once, call it many times)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -62,6 +63,42 @@ class Result:
         }
 
 
+def clip_inputs(path: str | Path, spec: FeatureSpec, cropper: Callable[[], FaceCropper]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's model inputs exactly as `Recognizer.predict` builds them: faces uint8
+    (15, 224, 224, 3) and MFCC float32 (n_mfcc, frames); a missing modality is zeros.
+    `cropper` is called only when the clip has video."""
+    clip = decode_clip(path, spec)
+    faces = _faces(clip, cropper)[0]
+    return (faces if faces is not None else np.zeros(spec.faces_shape, np.uint8)), _mfcc(clip.audio, spec)
+
+
+def _faces(clip: DecodedClip, cropper: Callable[[], FaceCropper]) -> tuple[np.ndarray | None, int, list[str]]:
+    """Face crops (None when no face was found or there is no video), faces found, and the
+    clip's warnings (decoder notes and any missing modality)."""
+    warnings = list(clip.warnings)
+    faces, detected = None, 0
+    if clip.frames is not None:
+        crops = cropper()(clip.frames, clip.frame_ids)
+        detected = crops.detected
+        if crops.detected:
+            faces = crops.faces
+        else:
+            warnings.append("no face found in any sampled frame: visual input absent")
+        if crops.max_faces > 1:
+            warnings.append(f"up to {crops.max_faces} faces in a frame: the largest was used")
+    elif not clip.has_video:
+        warnings.append("no video stream: visual input absent")
+    if not clip.has_audio:
+        warnings.append("no audio stream: audio input absent")
+    return faces, detected, warnings
+
+
+def _mfcc(audio: np.ndarray | None, spec: FeatureSpec) -> np.ndarray:
+    # A missing modality is zeros: how modality dropout taught the model "absent".
+    return compute_mfcc(audio, spec) if audio is not None else np.zeros(spec.mfcc_shape, np.float32)
+
+
 class Recognizer:
     """`Recognizer(model=None, backend="auto")`: `model` is an ONNX file or a TensorRT `.engine`
     (with its `.json` sidecar), or None for the bundled default. `.predict(path)` reads a clip or an audio file; `.predict_arrays(faces,
@@ -96,11 +133,11 @@ class Recognizer:
         t0 = time.perf_counter()
         clip = decode_clip(path, self.spec)
         t1 = time.perf_counter()
-        faces, detected, warnings = self._faces(clip)
+        faces, detected, warnings = _faces(clip, lambda: self.cropper)
         if faces is None and clip.audio is None:
             raise InputError(path, "no face and no audio in it: nothing to recognise")
         t2 = time.perf_counter()
-        feats = self._mfcc(clip.audio)
+        feats = _mfcc(clip.audio, self.spec)
         t3 = time.perf_counter()
         result = self._infer(faces, feats, clip.audio is not None, detected, (clip.window.start, clip.window.end),
                              warnings)
@@ -110,31 +147,8 @@ class Recognizer:
         return result
 
     def inputs(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-        """The model's inputs for a clip, exactly as `predict` builds them: faces uint8
-        (15, 224, 224, 3) and MFCC float32 (n_mfcc, frames); a missing modality is zeros."""
-        clip = decode_clip(path, self.spec)
-        faces = self._faces(clip)[0]
-        return (faces if faces is not None else np.zeros(self.spec.faces_shape, np.uint8)), self._mfcc(clip.audio)
-
-    def _faces(self, clip: DecodedClip) -> tuple[np.ndarray | None, int, list[str]]:
-        """Face crops (None when no face was found or there is no video), faces found, and the
-        clip's warnings (decoder notes and any missing modality)."""
-        warnings = list(clip.warnings)
-        faces, detected = None, 0
-        if clip.frames is not None:
-            crops = self.cropper(clip.frames, clip.frame_ids)
-            detected = crops.detected
-            if crops.detected:
-                faces = crops.faces
-            else:
-                warnings.append("no face found in any sampled frame: visual input absent")
-            if crops.max_faces > 1:
-                warnings.append(f"up to {crops.max_faces} faces in a frame: the largest was used")
-        elif not clip.has_video:
-            warnings.append("no video stream: visual input absent")
-        if not clip.has_audio:
-            warnings.append("no audio stream: audio input absent")
-        return faces, detected, warnings
+        """The model's inputs for a clip, exactly as `predict` builds them (see `clip_inputs`)."""
+        return clip_inputs(path, self.spec, lambda: self.cropper)
 
     def predict_arrays(self, faces: np.ndarray | None = None, audio: np.ndarray | None = None) -> Result:
         if faces is None and audio is None:
@@ -154,16 +168,12 @@ class Recognizer:
             audio = np.pad(audio, (0, self.spec.n_samples - len(audio)))
         detected = int(faces.reshape(len(faces), -1).any(1).sum()) if faces is not None else 0
         t0 = time.perf_counter()
-        feats = self._mfcc(audio)
+        feats = _mfcc(audio, self.spec)
         t1 = time.perf_counter()
         result = self._infer(faces, feats, audio is not None, detected, (window.start, window.end), [])
         result.timings_ms = {"decode": 0.0, "faces": 0.0, "mfcc": (t1 - t0) * 1e3, **result.timings_ms,
                              "total": (time.perf_counter() - t0) * 1e3}
         return result
-
-    def _mfcc(self, audio: np.ndarray | None) -> np.ndarray:
-        # A missing modality is zeros: how modality dropout taught the model "absent".
-        return compute_mfcc(audio, self.spec) if audio is not None else np.zeros(self.spec.mfcc_shape, np.float32)
 
     def _infer(self, faces: np.ndarray | None, feats: np.ndarray, has_audio: bool, detected: int,
                window: tuple[float, float], warnings: list[str]) -> Result:

@@ -259,6 +259,7 @@ def report(runs: Path) -> None:
 
     rows = ["| model (input) | " + " | ".join(f.name for f in _folds("actors03-24", ())) + " | mean ± std |",
             "|---|" + "---|" * 6]
+
     def row(label: str, accs: dict[str, float]) -> str:
         return (f"| {label} | " + " | ".join(f"{100 * accs[f.name]:.1f}" if f.name in accs else "–"
                                              for f in _folds("actors03-24", ())) + f" | {cell(list(accs.values()))} |")
