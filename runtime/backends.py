@@ -6,10 +6,12 @@ cannot honour, or whose input shapes contradict its spec, is refused with a one-
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +43,10 @@ class ModelInfo:
     metadata: dict
 
 
-def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]], outputs: list[str]) -> ModelInfo:
-    """Check a model's metadata and I/O against the contract. `inputs`: name -> (dtype, shape)."""
+def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]], outputs: list[str],
+                    logits_shape: list | None = None) -> ModelInfo:
+    """Check a model's metadata and I/O against the contract. `inputs`: name -> (dtype, shape);
+    `logits_shape`: the output's static shape where known (symbolic dims as str or None)."""
     if "mer.feature_spec" not in meta:
         raise ModelError(path, "not a mer model (no mer.feature_spec in its metadata)")
     try:
@@ -65,7 +69,47 @@ def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]],
         raise ModelError(path, f"faces input {faces_type} {faces_shape} does not match its spec {spec.faces_shape}")
     if list(mfcc_shape[1:]) != list(spec.mfcc_shape):
         raise ModelError(path, f"mfcc input {mfcc_shape} does not match its feature spec {spec.mfcc_shape}")
+    if logits_shape is not None:
+        _check_logits_shape(path, logits_shape, len(labels))
     return ModelInfo(path, meta.get("mer.fusion", "?"), meta.get("mer.precision", "fp32"), labels, spec, batch, meta)
+
+
+def _check_logits_shape(path: Path, shape: list, n_labels: int) -> None:
+    """Refuse at load a model whose logits cannot be one score per label: otherwise it would run
+    and the scores would be paired with the wrong labels (or fail deep inside the post-processing).
+    A symbolic dim cannot be checked here; OnnxModel.run checks the actual shape."""
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != n_labels):
+        raise ModelError(path, f"logits output shape {list(shape)} is not (batch, {n_labels}), one score per label")
+
+
+def check_logits(path: Path, logits: np.ndarray, n_labels: int) -> np.ndarray:
+    """The logits as they came, or ModelError: a wrong shape (a symbolic dim that turned out wrong)
+    or a NaN/inf (which would reach the JSON output as bare NaN, which is not JSON)."""
+    if logits.ndim != 2 or logits.shape[1] != n_labels:
+        raise ModelError(path, f"model produced logits of shape {list(logits.shape)}, not (batch, {n_labels})")
+    if not np.isfinite(logits).all():
+        raise ModelError(path, "model produced non-finite logits (NaN or inf)")
+    return logits
+
+
+def check_model_file(path: Path) -> None:
+    """ModelError unless `path` is a readable regular file, with the reason in the OS's words
+    (a permission, a too-long name or a symlink loop is not "not found")."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ModelError(path, "is a directory, not a model file")
+        if not stat.S_ISREG(mode):
+            raise ModelError(path, "not a regular file")
+        with open(path, "rb"):  # permission to read the file itself
+            pass
+    except ValueError:  # an embedded NUL byte
+        raise ModelError(path, "not a valid file name") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ModelError(path, "model file not found") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ModelError(path, f"cannot open model file ({reason})") from None
 
 
 def _cache_dir(model: Path) -> Path:
@@ -100,8 +144,7 @@ class OnnxModel:
         path = Path(path)
         if backend not in BACKENDS:
             raise ModelError(path, f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-        if not path.is_file():
-            raise ModelError(path, "model file not found")
+        check_model_file(path)
         available = ort.get_available_providers()
         wanted = _PROVIDERS["tensorrt" if backend == "auto" else backend]
         providers = [p for p in wanted if p in available]
@@ -127,7 +170,8 @@ class OnnxModel:
         self.info = read_model_info(
             path, dict(self.session.get_modelmeta().custom_metadata_map),
             {i.name: (_ORT_TYPES.get(i.type, i.type), i.shape) for i in self.session.get_inputs()},
-            [o.name for o in self.session.get_outputs()])
+            [o.name for o in self.session.get_outputs()],
+            self.session.get_outputs()[0].shape)
         # The provider that actually runs, not the one asked for (ORT falls back silently).
         self.provider = self.session.get_providers()[0]
         if backend != "auto" and self.provider != wanted[0]:
@@ -142,7 +186,11 @@ class OnnxModel:
         return f"onnxruntime:{self.provider}"
 
     def run(self, faces: np.ndarray, mfcc: np.ndarray) -> np.ndarray:
-        """Logits (B, 8) for faces uint8 (B, 15, 224, 224, 3) and mfcc float32 (B, n_mfcc, T)."""
+        """Logits (B, 8) for faces uint8 (B, 15, 224, 224, 3) and mfcc float32 (B, n_mfcc, T);
+        ModelError for logits of the wrong shape or not finite."""
+        return check_logits(self.info.path, self._run(faces, mfcc), len(self.info.labels))
+
+    def _run(self, faces: np.ndarray, mfcc: np.ndarray) -> np.ndarray:
         if self.provider == "CPUExecutionProvider":
             return self.session.run(["logits"], {"faces": faces, "mfcc": mfcc})[0]
         # On a GPU: IO binding hands ORT the uint8 faces (a quarter of float32's bytes) as they are,
@@ -157,7 +205,11 @@ class OnnxModel:
 
 def load_model(path: str | Path, backend: str = "auto", threads: int | None = None):
     """An OnnxModel, or for a `.engine` file a native TensorRT engine (backend auto or tensorrt)."""
+    # Path("") is Path("."), the working directory: refuse the empty string before it becomes one.
+    if not str(path).strip():
+        raise ModelError(str(path), "empty model path")
     path = Path(path)
+    check_model_file(path)
     if path.suffix == ".engine":
         if backend not in ("auto", "tensorrt"):
             raise ModelError(path, f"a TensorRT engine runs only with backend tensorrt, not {backend!r}")

@@ -1,7 +1,9 @@
 """Face detection (MediaPipe Tasks BlazeFace, bundled) and square face crops.
 
 Each distinct sampled frame is searched once, on a copy shrunk to DETECT_SIDE (BlazeFace looks at
-128 x 128 anyway); the largest face wins. The crop is a square of (1 + margin) times the box's
+128 x 128 anyway); frames too small or too thin to hold a face are not searched. The first frame's
+largest face wins; later frames follow that face (pick_face), so a second person who comes slightly
+closer does not take over the crops. The crop is a square of (1 + margin) times the box's
 longer side around its centre (1.1x), zero-padded past the frame edge, resized to the spec's size.
 Frames without a face borrow the nearest frame's crop; with no face anywhere the faces are zeros,
 which is how the model was taught "no visual input".
@@ -24,6 +26,11 @@ from .spec import FeatureSpec
 DETECT_SIDE = 320
 MARGIN = 0.1  # framing close to FER+'s tight crops, which most of the trunk's training faces are
 MIN_CONFIDENCE = 0.5
+# A side under this many pixels (of the frame, or of its shrunk copy) cannot hold a detectable
+# face; such frames are skipped rather than handed to OpenCV, which refuses a 0-pixel side, and
+# MediaPipe, whose graph fails on an empty image and stays broken for every later frame.
+MIN_SIDE = 16
+TRACK_IOU = 0.3  # a box overlapping the previous frame's face this much is the same face
 _MODELS = ("face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite")
 
 
@@ -50,6 +57,31 @@ def quiet_native_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+Box = tuple[float, float, float, float, float]  # x, y, w, h, score in the frame's pixels
+
+
+def _iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (x, y, w, h, ...) boxes."""
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(0.0, iw) * max(0.0, ih)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def pick_face(boxes: list[Box], previous: Box | None = None) -> Box | None:
+    """The face to crop: the box overlapping `previous` (the last frame's choice) most, if it
+    overlaps by TRACK_IOU or more, else the largest. Following the previous face keeps one person
+    when two faces are about the same size and "largest" flips between them frame to frame."""
+    if not boxes:
+        return None
+    largest = max(boxes, key=lambda b: b[2] * b[3])
+    if previous is None:
+        return largest
+    nearest = max(boxes, key=lambda b: _iou(b, previous))
+    return nearest if _iou(nearest, previous) >= TRACK_IOU else largest
 
 
 def _asset(name: str) -> str:
@@ -89,6 +121,9 @@ class FaceCropper:
         # Short range suits talking faces within ~2 m; full range, the fallback for small faces,
         # is made only when first needed (it costs ~0.2 s to create).
         self._detectors: list = [self._make(_MODELS[0])]
+        # The face chosen last, in the last frame searched: with keep_track, consecutive windows of
+        # one recording go on with the same person.
+        self.track: Box | None = None
         _close_at_exit(self)
 
     def _make(self, name: str):
@@ -106,13 +141,22 @@ class FaceCropper:
         self._detectors = []
         _OPEN.discard(self)
 
-    def detect(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+    def reset_track(self) -> None:
+        """Forget the followed face: the next frame starts again from its largest face."""
+        self.track = None
+
+    def detect(self, rgb: np.ndarray) -> list[Box]:
         """Boxes (x, y, w, h, score) in `rgb`'s pixels; first detector that finds any wins."""
         import mediapipe as mp
 
         h, w = rgb.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            return []
         scale = min(1.0, DETECT_SIDE / max(h, w))
-        small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if min(size) < MIN_SIDE:  # a thin strip: its shrunk copy is too narrow for a face
+            return []
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(small))
         for i, name in enumerate(_MODELS):
             if i == len(self._detectors):
@@ -124,8 +168,13 @@ class FaceCropper:
                          d.categories[0].score if d.categories else 0.0) for d in found]
         return []
 
-    def crop(self, rgb: np.ndarray, box: tuple[float, float, float, float, float]) -> np.ndarray:
+    def crop(self, rgb: np.ndarray, box: Box) -> np.ndarray:
+        """A square crop around `box`, zero-padded past the frame; zeros for a box with no area or
+        not finite (nothing to crop) rather than an error from round() or OpenCV."""
         x, y, bw, bh, _ = box
+        size = self.spec.image_size
+        if not (np.isfinite([x, y, bw, bh]).all() and bw > 0 and bh > 0):
+            return np.zeros((size, size, 3), np.uint8)
         side = max(bw, bh) * (1 + self.margin)
         x0, y0 = round(x + bw / 2 - side / 2), round(y + bh / 2 - side / 2)
         s = max(1, round(side))
@@ -134,12 +183,16 @@ class FaceCropper:
         sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + s), min(h, y0 + s)
         if sx1 > sx0 and sy1 > sy0:
             canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
-        size = self.spec.image_size
         interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
         return cv2.resize(canvas, (size, size), interpolation=interp)
 
-    def __call__(self, frames: list[np.ndarray], frame_ids: list[int] | None = None) -> FaceCrops:
-        """Crops for the sampled frames; repeated frames (same id) are searched once."""
+    def __call__(self, frames: list[np.ndarray], frame_ids: list[int] | None = None, *,
+                 keep_track: bool = False) -> FaceCrops:
+        """Crops for the sampled frames, searched in order; repeated frames (same id) are searched
+        once. keep_track: go on following the face of the previous call (the next window of the
+        same recording) instead of starting from the largest face."""
+        if not keep_track:
+            self.reset_track()
         ids = frame_ids if frame_ids is not None else list(range(len(frames)))
         crops: dict[int, np.ndarray] = {}
         searched: set[int] = set()
@@ -151,7 +204,8 @@ class FaceCropper:
             boxes = self.detect(rgb)
             max_faces = max(max_faces, len(boxes))
             if boxes:
-                crops[fid] = self.crop(rgb, max(boxes, key=lambda b: b[2] * b[3]))
+                self.track = pick_face(boxes, self.track)
+                crops[fid] = self.crop(rgb, self.track)
         size = self.spec.image_size
         faces = np.zeros((len(frames), size, size, 3), np.uint8)
         found = [i for i, fid in enumerate(ids) if fid in crops]

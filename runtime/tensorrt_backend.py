@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import ModelInfo, read_model_info
+from .backends import ModelInfo, check_logits, read_model_info
 from .errors import ModelError
 
 
@@ -68,7 +68,7 @@ class TensorRTModel:
         self.context = self.engine.create_execution_context()
         self.stream = _check(cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[np.ndarray, int, int]] = {}  # name -> (pinned host view, device ptr, bytes)
-        inputs, outputs = {}, []
+        inputs, outputs, shapes = {}, [], {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             shape = tuple(self.engine.get_tensor_shape(name))
@@ -84,7 +84,9 @@ class TensorRTModel:
                 inputs[name] = (dtype.name, list(shape))
             else:
                 outputs.append(name)
-        self.info: ModelInfo = read_model_info(path, sidecar.get("metadata", {}), inputs, outputs)
+                shapes[name] = list(shape)
+        self.info: ModelInfo = read_model_info(path, sidecar.get("metadata", {}), inputs, outputs,
+                                               shapes.get("logits"))
         self.backend_name = f"tensorrt:{trt.__version__}"
         self.precision = sidecar.get("precision", "fp16")
 
@@ -111,4 +113,4 @@ class TensorRTModel:
         host, device, nbytes = self._buffers["logits"]
         _check(cudart.cudaMemcpyAsync(host.ctypes.data, device, nbytes, d2h, self.stream))
         _check(cudart.cudaStreamSynchronize(self.stream))
-        return host.copy()
+        return check_logits(self.info.path, host.copy(), len(self.info.labels))
