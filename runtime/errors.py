@@ -13,7 +13,7 @@ class InputError(MerError):
 
     def __init__(self, path: str | Path, reason: str):
         self.path, self.reason = str(path), reason
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{printable(path)}: {reason}")
 
 
 class ModelError(MerError):
@@ -22,3 +22,11 @@ class ModelError(MerError):
     def __init__(self, path: str | Path, reason: str):
         self.path, self.reason = str(path), reason
         super().__init__(f"{path}: {reason}")
+
+
+def printable(name: str | Path) -> str:
+    """A name fit for a one-line message: control characters (a newline in a file name) escaped."""
+    text = str(name)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

@@ -93,24 +93,85 @@ class _Plan:
         self.bands = _mel_bands(mel_filterbank(spec).astype(np.float64))
 
     def mfcc(self, audio: np.ndarray) -> np.ndarray:
-        spec, pad = self.spec, self.spec.n_fft // 2
+        pad = self.spec.n_fft // 2
         self.padded[pad:pad + self.n_samples] = audio
         np.multiply(self.frames, self.window, out=self.windowed)
-        np.fft.rfft(self.windowed, axis=1, out=self.spectrum)
-        np.square(self.spectrum.real, out=self.power)
-        np.square(self.spectrum.imag, out=self.scratch)
-        self.power += self.scratch
+        return self.log_dct(self.mel_power(self.windowed, self.spectrum, self.power, self.scratch, self.mel))
+
+    def mel_power(self, windowed: np.ndarray, spectrum=None, power=None, scratch=None, mel=None) -> np.ndarray:
+        """Mel power (n_mels, n) of n windowed frames (n, n_fft); the buffers are optional."""
+        n, bins = len(windowed), 1 + self.spec.n_fft // 2
+        spectrum = np.empty((n, bins), np.complex128) if spectrum is None else spectrum
+        power = np.empty((n, bins)) if power is None else power
+        scratch = np.empty((n, bins)) if scratch is None else scratch
+        mel = np.empty((self.spec.n_mels, n)) if mel is None else mel
+        np.fft.rfft(windowed, axis=1, out=spectrum)
+        np.square(spectrum.real, out=power)
+        np.square(spectrum.imag, out=scratch)
+        power += scratch
         for rows, lo, hi, weights in self.bands:
             if weights is None:
-                self.mel[rows] = 0.0
+                mel[rows] = 0.0
             else:
-                np.matmul(weights, self.power[:, lo:hi].T, out=self.mel[rows])
-        db = self.mel
+                np.matmul(weights, power[:, lo:hi].T, out=mel[rows])
+        return mel
+
+    def log_dct(self, mel: np.ndarray) -> np.ndarray:
+        """dB with the spec's floor below the window's peak, then DCT-II: MFCC float32. Overwrites mel."""
+        db = mel
         np.maximum(db, _AMIN, out=db)
         np.log10(db, out=db)
         db *= 10.0
-        np.maximum(db, db.max() - spec.top_db, out=db)
+        np.maximum(db, db.max() - self.spec.top_db, out=db)
         return (self.dct @ db).astype(np.float32)
+
+
+class WindowMfcc:
+    """MFCCs of overlapping windows of one audio stream, each equal to `mfcc(window_audio)`.
+
+    A window's audio starts on the STFT hop grid (window.audio_start), so its inner frames (those
+    whose n_fft span lies inside the window) are the stream's own frames at the same positions:
+    they are computed once and shared by every window that covers them. Only the few frames at a
+    window's edges, which see its zero padding, and the dB floor (relative to each window's peak)
+    are computed per window. Windows must come in order of start (older frames are dropped).
+    """
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec, self.plan = spec, _Plan(spec, spec.n_samples)
+        hop, pad, n = spec.hop_length, spec.n_fft // 2, spec.n_samples
+        self.inner = range(-(-pad // hop), (n - pad) // hop + 1)  # frames t whose span is inside
+        self.edges = [t for t in range(spec.n_frames_audio) if t not in self.inner]
+        self.columns: dict[int, np.ndarray] = {}  # stream frame index -> mel power column
+        self.computed = 0  # stream frames computed so far (what sharing saves shows here)
+
+    def __call__(self, read, first: int) -> np.ndarray:
+        """MFCC of the window whose audio starts at stream sample `first` (a multiple of the hop);
+        `read(start, count)` returns those stream samples, zeros where there is no audio."""
+        spec, plan = self.spec, self.plan
+        hop, pad, n_fft = spec.hop_length, spec.n_fft // 2, spec.n_fft
+        if first % hop:
+            raise ValueError(f"window audio must start on the hop grid ({hop}), got sample {first}")
+        m = first // hop
+        mel = np.empty((spec.n_mels, spec.n_frames_audio))
+        audio = read(first, spec.n_samples)
+        padded = np.zeros(spec.n_samples + 2 * pad)
+        padded[pad:pad + spec.n_samples] = audio
+        edge = np.stack([padded[t * hop:t * hop + n_fft] for t in self.edges]) * plan.window
+        mel[:, self.edges] = plan.mel_power(edge)
+        missing = [m + t for t in self.inner if m + t not in self.columns]
+        if missing:
+            g0, g1 = missing[0], missing[-1]
+            span = read(g0 * hop - pad, (g1 - g0) * hop + n_fft).astype(np.float64)
+            frames = np.lib.stride_tricks.sliding_window_view(span, n_fft)[::hop]
+            wanted = np.array(missing) - g0
+            cols = plan.mel_power(frames[wanted] * plan.window)
+            for j, g in enumerate(missing):
+                self.columns[g] = cols[:, j].copy()
+            self.computed += len(missing)
+        mel[:, self.inner.start:self.inner.stop] = np.stack([self.columns[m + t] for t in self.inner], axis=1)
+        for g in [g for g in self.columns if g < m]:
+            del self.columns[g]
+        return plan.log_dct(mel)
 
 
 def _mel_bands(filters: np.ndarray, rows_per_band: int = 8) -> list[tuple[slice, int, int, np.ndarray | None]]:
