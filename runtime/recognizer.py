@@ -2,19 +2,23 @@
 face detector, reused for every input (make it once, call it many times)."""
 from __future__ import annotations
 
+import itertools
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from . import window as windows
 from .backends import load_model
-from .decode import DecodedClip, Window, decode_clip, sanitise, window_for
+from .engine import WindowInputs, in_background, window_inputs
 from .errors import InputError, ModelError
 from .faces import FaceCropper
 from .mfcc import mfcc as compute_mfcc
+from .source import MediaSource, open_live, sanitise
 from .spec import FeatureSpec
 
 DEFAULT_FUSION = "ia"
@@ -50,10 +54,12 @@ class Result:
     timings_ms: dict[str, float]
     model: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    latency_ms: float | None = None  # live: emission minus the arrival of the window's last sample
 
     def to_dict(self) -> dict:
-        """The JSON record of DESIGN.md (plus `warnings`, empty when nothing degraded)."""
-        return {
+        """The JSON record of DESIGN.md (plus `warnings`, empty when nothing degraded, and
+        `latency_ms` for a live source)."""
+        record = {
             "file": self.file, "label": self.label, "index": self.index,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "faces_detected": self.faces_detected, "audio": self.audio,
@@ -61,42 +67,9 @@ class Result:
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "model": dict(self.model), "warnings": list(self.warnings),
         }
-
-
-def clip_inputs(path: str | Path, spec: FeatureSpec, cropper: Callable[[], FaceCropper]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """A clip's model inputs exactly as `Recognizer.predict` builds them: faces uint8
-    (15, 224, 224, 3) and MFCC float32 (n_mfcc, frames); a missing modality is zeros.
-    `cropper` is called only when the clip has video."""
-    clip = decode_clip(path, spec)
-    faces = _faces(clip, cropper)[0]
-    return (faces if faces is not None else np.zeros(spec.faces_shape, np.uint8)), _mfcc(clip.audio, spec)
-
-
-def _faces(clip: DecodedClip, cropper: Callable[[], FaceCropper]) -> tuple[np.ndarray | None, int, list[str]]:
-    """Face crops (None when no face was found or there is no video), faces found, and the
-    clip's warnings (decoder notes and any missing modality)."""
-    warnings = list(clip.warnings)
-    faces, detected = None, 0
-    if clip.frames is not None:
-        crops = cropper()(clip.frames, clip.frame_ids)
-        detected = crops.detected
-        if crops.detected:
-            faces = crops.faces
-        else:
-            warnings.append("no face found in any sampled frame: visual input absent")
-        if crops.max_faces > 1:
-            warnings.append(f"up to {crops.max_faces} faces in a frame: the largest was used")
-    elif not clip.has_video:
-        warnings.append("no video stream: visual input absent")
-    if not clip.has_audio:
-        warnings.append("no audio stream: audio input absent")
-    return faces, detected, warnings
-
-
-def _mfcc(audio: np.ndarray | None, spec: FeatureSpec) -> np.ndarray:
-    # A missing modality is zeros: how modality dropout taught the model "absent".
-    return compute_mfcc(audio, spec) if audio is not None else np.zeros(spec.mfcc_shape, np.float32)
+        if self.latency_ms is not None:
+            record["latency_ms"] = round(self.latency_ms, 1)
+        return record
 
 
 class Recognizer:
@@ -129,73 +102,196 @@ class Recognizer:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # -- one clip, a timeline, a live source: the same engine with different windows ----------
     def predict(self, path: str | Path) -> Result:
+        """The emotion of the window centred on the clip (the one-window case of `timeline`)."""
         t0 = time.perf_counter()
-        clip = decode_clip(path, self.spec)
-        t1 = time.perf_counter()
-        faces, detected, warnings = _faces(clip, lambda: self.cropper)
-        if faces is None and clip.audio is None:
+        with MediaSource(path, self.spec) as source:
+            window = windows.centred(source.info.duration, self.spec)
+            events = source.events([window], seek=True, stop_when_covered=True)
+            inputs = next(window_inputs(events, source.info, [window], self.spec, lambda: self.cropper,
+                                        share_mfcc=False))
+        if inputs.faces is None and inputs.mfcc is None:
             raise InputError(path, "no face and no audio in it: nothing to recognise")
-        t2 = time.perf_counter()
-        feats = _mfcc(clip.audio, self.spec)
-        t3 = time.perf_counter()
-        result = self._infer(faces, feats, clip.audio is not None, detected, (clip.window.start, clip.window.end),
-                             warnings)
-        result.file = str(path)
-        result.timings_ms = {"decode": (t1 - t0) * 1e3, "faces": (t2 - t1) * 1e3, "mfcc": (t3 - t2) * 1e3,
-                             **result.timings_ms, "total": (time.perf_counter() - t0) * 1e3}
+        inputs.warnings[:0] = source.info.warnings
+        result = self._results([inputs], str(path))[0]
+        result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return result
 
+    def timeline(self, path: str | Path, hop: float | None = None, *, threaded: bool = True) -> Iterator[Result]:
+        """One result per window: from 0 every `hop` seconds (default `window.default_hop`), the
+        last ending at the end of the recording; yielded as they are ready. Windows with neither
+        a face nor audio are left out."""
+        hop = self._hop(hop)
+        source = MediaSource(path, self.spec)
+        plan = windows.timeline(source.info.duration, self.spec, hop)
+        make = lambda: source.events(plan)  # noqa: E731
+        events = in_background(make) if threaded else make()
+        try:
+            yield from self._run(window_inputs(events, source.info, plan, self.spec, self._fresh_cropper),
+                                 str(path), source.info.warnings)
+        finally:
+            events.close()
+            source.close()
+
+    def live(self, spec_or_source: str, hop: float | None = None, *, realtime: bool = False,
+             stop: "threading.Event | None" = None) -> Iterator[Result]:
+        """Results as each window of a live source completes: a camera (index or /dev/videoN), a
+        microphone ("mic", "alsa:DEVICE"), both ("0+mic"), a URL, a pipe ("-" is stdin) or a file
+        (`realtime` paces it as a camera would deliver it). Each result carries `latency_ms`;
+        when the machine falls behind, windows are skipped (and said so), not queued."""
+        hop = self._hop(hop)
+        source = open_live(spec_or_source, self.spec, realtime=realtime)
+        info = source.info
+        plan = windows.timeline(info.duration, self.spec, hop) if info.duration and not source.endless \
+            else (windows.grid(k, self.spec, hop) for k in itertools.count())
+        events = in_background(lambda: source.events(plan))
+        try:
+            for result in self._run(window_inputs(events, info, plan, self.spec, self._fresh_cropper,
+                                                  live_lag_s=max(1.0, hop)), info.name, info.warnings, live=True):
+                yield result
+                if stop is not None and stop.is_set():
+                    return
+        finally:
+            events.close()
+            source.close()
+
     def inputs(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-        """The model's inputs for a clip, exactly as `predict` builds them (see `clip_inputs`)."""
-        return clip_inputs(path, self.spec, lambda: self.cropper)
+        """The model's inputs for a clip, exactly as `predict` builds them (a missing modality is zeros)."""
+        with MediaSource(path, self.spec) as source:
+            window = windows.centred(source.info.duration, self.spec)
+            inputs = next(window_inputs(source.events([window], seek=True, stop_when_covered=True), source.info,
+                                        [window], self.spec, lambda: self.cropper, share_mfcc=False))
+        return self._model_inputs(inputs)
+
+    def _hop(self, hop: float | None) -> float:
+        hop = windows.default_hop(self.spec) if hop is None else float(hop)
+        if not 0.04 <= hop <= 3600:
+            raise ValueError(f"hop must be between 0.04 and 3600 seconds, got {hop}")
+        return hop
+
+    def _fresh_cropper(self) -> FaceCropper:
+        cropper = self.cropper
+        cropper.reset_track()
+        return cropper
+
+    def _run(self, inputs: Iterator[WindowInputs], name: str, source_warnings: list[str],
+             live: bool = False) -> Iterator[Result]:
+        """Batches of windows through the model (one batch at a time on a live source, so no
+        window waits for a later one)."""
+        batch: list[WindowInputs] = []
+        size = 1 if live else max(1, self.info.batch)
+        first = True
+        for item in inputs:
+            if item.faces is None and item.mfcc is None:
+                continue  # nothing to recognise in this window (past the data's end, say)
+            if first:
+                item.warnings[:0] = source_warnings
+                first = False
+            batch.append(item)
+            if len(batch) >= size:
+                yield from self._results(batch, name, live)
+                batch = []
+        if batch:
+            yield from self._results(batch, name, live)
+
+    def _model_inputs(self, item: WindowInputs) -> tuple[np.ndarray, np.ndarray]:
+        spec = self.spec
+        # A missing modality is zeros: how modality dropout taught the model "absent".
+        faces = item.faces if item.faces is not None else np.zeros(spec.faces_shape, np.uint8)
+        feats = item.mfcc if item.mfcc is not None else np.zeros(spec.mfcc_shape, np.float32)
+        return faces, feats
+
+    def _results(self, batch: list[WindowInputs], name: str | None, live: bool = False) -> list[Result]:
+        t0 = time.perf_counter()
+        pairs = [self._model_inputs(item) for item in batch]
+        logits = self._logits(np.stack([f for f, _ in pairs]), np.stack([m for _, m in pairs]))
+        model_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
+        out = []
+        for item, row in zip(batch, logits):
+            result = self._result(row, item.mfcc is not None, item.faces_detected,
+                                  (item.window.start, item.window.end), item.warnings)
+            result.file = name
+            t = {**item.timings_ms, "model": model_ms}
+            result.timings_ms = {**t, "total": sum(t.values())}
+            if live:
+                result.latency_ms = (time.perf_counter() - item.arrival) * 1e3
+            out.append(result)
+        return out
+
+    def _logits(self, faces: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        """Logits (n, labels) for n windows, run in the model's own batch size (padded)."""
+        b = max(1, self.info.batch)
+        rows = []
+        for i in range(0, len(faces), b):
+            f, m = faces[i:i + b], feats[i:i + b]
+            if len(f) < b:  # a model exported for a fixed larger batch: pad, keep the real rows
+                f = np.concatenate([f, np.repeat(f[-1:], b - len(f), 0)])
+                m = np.concatenate([m, np.repeat(m[-1:], b - len(m), 0)])
+            rows.append(self._model.run(f, m)[: min(b, len(faces) - i)])
+        return np.concatenate(rows).astype(np.float64)
 
     def predict_arrays(self, faces: np.ndarray | None = None, audio: np.ndarray | None = None) -> Result:
+        """Face crops uint8 (15, 224, 224, 3) RGB and/or mono audio at the spec's rate (float in
+        [-1, 1], or integer PCM, scaled by its type's range); either may be None."""
         if faces is None and audio is None:
             raise ValueError("give faces, audio or both")
         if faces is not None:
             faces = np.asarray(faces)
             if faces.dtype != np.uint8 or faces.shape != self.spec.faces_shape:
                 raise ValueError(f"faces must be uint8 {self.spec.faces_shape} RGB, got {faces.dtype} {faces.shape}")
-        window = Window(0.0, self.spec.window_s)
+        window = windows.Window(0.0, self.spec.window_s)
+        warnings: list[str] = []
         if audio is not None:
-            audio = np.array(audio, dtype=np.float32)
-            if audio.ndim != 1:
-                raise ValueError(f"audio must be 1-D mono, got shape {audio.shape}")
-            window = window_for(len(audio) / self.spec.sample_rate, self.spec)  # centred, as for files
-            first = int(round(window.start * self.spec.sample_rate))
-            audio = sanitise(audio[first:first + self.spec.n_samples])
+            audio, warnings = _as_float_audio(audio)
+            window = windows.centred(len(audio) / self.spec.sample_rate, self.spec)  # centred, as for files
+            first = windows.audio_start(window, self.spec)
+            audio = audio[first:first + self.spec.n_samples]
             audio = np.pad(audio, (0, self.spec.n_samples - len(audio)))
         detected = int(faces.reshape(len(faces), -1).any(1).sum()) if faces is not None else 0
         t0 = time.perf_counter()
-        feats = _mfcc(audio, self.spec)
+        feats = compute_mfcc(audio, self.spec) if audio is not None else None
         t1 = time.perf_counter()
-        result = self._infer(faces, feats, audio is not None, detected, (window.start, window.end), [])
-        result.timings_ms = {"decode": 0.0, "faces": 0.0, "mfcc": (t1 - t0) * 1e3, **result.timings_ms,
-                             "total": (time.perf_counter() - t0) * 1e3}
-        return result
+        item = WindowInputs(window, faces, feats, detected, warnings, t0, {"decode": 0.0, "faces": 0.0,
+                                                                            "mfcc": (t1 - t0) * 1e3})
+        return self._results([item], None)[0]
 
-    def _infer(self, faces: np.ndarray | None, feats: np.ndarray, has_audio: bool, detected: int,
-               window: tuple[float, float], warnings: list[str]) -> Result:
-        spec = self.spec
-        t1 = time.perf_counter()
-        face_batch = (faces if faces is not None else np.zeros(spec.faces_shape, np.uint8))[None]
-        feat_batch = feats[None]
-        if self.info.batch > 1:  # a model exported for a fixed larger batch: pad, keep row 0
-            face_batch = np.repeat(face_batch, self.info.batch, 0)
-            feat_batch = np.repeat(feat_batch, self.info.batch, 0)
-        logits = self._model.run(face_batch, feat_batch)[0].astype(np.float64)
-        t2 = time.perf_counter()
+    def _result(self, logits: np.ndarray, has_audio: bool, detected: int,
+                window: tuple[float, float], warnings: list[str]) -> Result:
         probs = _softmax(logits)
         index = int(probs.argmax())
         return Result(
             file=None, label=self.info.labels[index], index=index,
             probabilities={name: float(p) for name, p in zip(self.info.labels, probs)},
-            faces_detected=detected, audio=has_audio, window=window,
-            timings_ms={"model": (t2 - t1) * 1e3},
+            faces_detected=detected, audio=has_audio, window=window, timings_ms={},
             model={"fusion": self.info.fusion, "precision": self._model.precision,
                    "backend": self._model.backend_name},
-            warnings=warnings)
+            warnings=list(warnings))
+
+
+def _as_float_audio(audio) -> tuple[np.ndarray, list[str]]:
+    """Mono float32 in [-1, 1]: integer PCM scaled by its type's range (int16 / 32768, ...);
+    non-finite samples zeroed and clipping said, not done silently."""
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be 1-D mono, got shape {audio.shape}")
+    warnings = []
+    if audio.dtype.kind in "iu":
+        info = np.iinfo(audio.dtype)
+        mid = (int(info.max) + int(info.min) + 1) / 2  # 0 for signed, 128 for uint8
+        audio = ((audio.astype(np.float64) - mid) / (int(info.max) + 1 - mid)).astype(np.float32)
+    elif audio.dtype.kind == "f":
+        audio = audio.astype(np.float32)
+    else:
+        raise ValueError(f"audio must be float or integer PCM, got {audio.dtype}")
+    finite = np.isfinite(audio)
+    over = int(np.count_nonzero(np.abs(np.where(finite, audio, 0)) > 1.0))
+    audio, bad = sanitise(audio.copy())
+    if bad:
+        warnings.append(f"{bad} non-finite audio sample(s) (NaN/inf) zeroed")
+    if over:
+        warnings.append(f"{over} audio sample(s) outside [-1, 1] clipped (float audio is expected in [-1, 1])")
+    return audio, warnings
 
 
 __all__ = ["Recognizer", "Result", "InputError", "ModelError", "bundled_model"]
