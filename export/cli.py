@@ -25,7 +25,7 @@ def _check_inputs(spec, clip: Path | None):
         faces, mfcc = example_inputs(spec)
         return faces.numpy(), mfcc.numpy(), "seeded random faces and MFCC"
     from mer.runtime.faces import FaceCropper
-    from mer.runtime.recognizer import clip_inputs
+    from mer.runtime.engine import clip_inputs
 
     made: list[FaceCropper] = []  # only for a clip with video, and after it decoded
 

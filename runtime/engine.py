@@ -23,9 +23,9 @@ import numpy as np
 
 from .faces import FaceCropper
 from .mfcc import WindowMfcc, mfcc as compute_mfcc
-from .source import Audio, End, Frame, MediaInfo
+from .source import Audio, End, Frame, MediaInfo, MediaSource
 from .spec import FeatureSpec
-from .window import Window, audio_start, sample_times
+from .window import Window, audio_start, centred, sample_times
 
 AUDIO_ABSENT_BELOW = 0.5    # a window whose audio covers less than half of it has no audio
 AUDIO_WARN_BELOW = 0.98     # ... and one that covers less than this says so
@@ -285,6 +285,30 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, mfcc_of: WindowMfcc 
     arrival = getattr(event, "arrival", time.perf_counter())
     return WindowInputs(w, face_crops, feats, detected, warnings, arrival,
                         {"mfcc": (time.perf_counter() - t0) * 1e3})
+
+
+def clip_window(path, spec: FeatureSpec, cropper: Callable[[], FaceCropper]) -> WindowInputs:
+    """The one window of a clip (centred on it), from the same engine: a single prediction, the
+    export's parity check and training's caches all take a clip's inputs from here."""
+    with MediaSource(path, spec) as source:
+        window = centred(source.info.duration, spec)
+        events = source.events([window], seek=True, stop_when_covered=True)
+        item = next(window_inputs(events, source.info, [window], spec, cropper, share_mfcc=False))
+    item.warnings[:0] = source.info.warnings
+    return item
+
+
+def model_inputs(item: WindowInputs, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """faces uint8 (frames, size, size, 3) and MFCC float32 (n_mfcc, T) for the model; a missing
+    modality is zeros, which is how modality dropout taught the model "absent"."""
+    faces = item.faces if item.faces is not None else np.zeros(spec.faces_shape, np.uint8)
+    feats = item.mfcc if item.mfcc is not None else np.zeros(spec.mfcc_shape, np.float32)
+    return faces, feats
+
+
+def clip_inputs(path, spec: FeatureSpec, cropper: Callable[[], FaceCropper]) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's model inputs exactly as `Recognizer.predict` builds them."""
+    return model_inputs(clip_window(path, spec, cropper), spec)
 
 
 # ---------------------------------------------------------------------------------------------

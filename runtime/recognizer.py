@@ -14,7 +14,7 @@ import numpy as np
 
 from . import window as windows
 from .backends import load_model
-from .engine import WindowInputs, in_background, window_inputs
+from .engine import WindowInputs, clip_inputs, clip_window, in_background, model_inputs, window_inputs
 from .errors import InputError, ModelError
 from .faces import FaceCropper
 from .mfcc import mfcc as compute_mfcc
@@ -106,15 +106,10 @@ class Recognizer:
     def predict(self, path: str | Path) -> Result:
         """The emotion of the window centred on the clip (the one-window case of `timeline`)."""
         t0 = time.perf_counter()
-        with MediaSource(path, self.spec) as source:
-            window = windows.centred(source.info.duration, self.spec)
-            events = source.events([window], seek=True, stop_when_covered=True)
-            inputs = next(window_inputs(events, source.info, [window], self.spec, lambda: self.cropper,
-                                        share_mfcc=False))
-        if inputs.faces is None and inputs.mfcc is None:
+        item = clip_window(path, self.spec, lambda: self.cropper)
+        if item.faces is None and item.mfcc is None:
             raise InputError(path, "no face and no audio in it: nothing to recognise")
-        inputs.warnings[:0] = source.info.warnings
-        result = self._results([inputs], str(path))[0]
+        result = self._results([item], str(path))[0]
         result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return result
 
@@ -157,12 +152,8 @@ class Recognizer:
             source.close()
 
     def inputs(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-        """The model's inputs for a clip, exactly as `predict` builds them (a missing modality is zeros)."""
-        with MediaSource(path, self.spec) as source:
-            window = windows.centred(source.info.duration, self.spec)
-            inputs = next(window_inputs(source.events([window], seek=True, stop_when_covered=True), source.info,
-                                        [window], self.spec, lambda: self.cropper, share_mfcc=False))
-        return self._model_inputs(inputs)
+        """The model's inputs for a clip, exactly as `predict` builds them (see engine.clip_inputs)."""
+        return clip_inputs(path, self.spec, lambda: self.cropper)
 
     def _hop(self, hop: float | None) -> float:
         hop = windows.default_hop(self.spec) if hop is None else float(hop)
@@ -195,16 +186,9 @@ class Recognizer:
         if batch:
             yield from self._results(batch, name, live)
 
-    def _model_inputs(self, item: WindowInputs) -> tuple[np.ndarray, np.ndarray]:
-        spec = self.spec
-        # A missing modality is zeros: how modality dropout taught the model "absent".
-        faces = item.faces if item.faces is not None else np.zeros(spec.faces_shape, np.uint8)
-        feats = item.mfcc if item.mfcc is not None else np.zeros(spec.mfcc_shape, np.float32)
-        return faces, feats
-
     def _results(self, batch: list[WindowInputs], name: str | None, live: bool = False) -> list[Result]:
         t0 = time.perf_counter()
-        pairs = [self._model_inputs(item) for item in batch]
+        pairs = [model_inputs(item, self.spec) for item in batch]
         logits = self._logits(np.stack([f for f, _ in pairs]), np.stack([m for _, m in pairs]))
         model_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
         out = []

@@ -27,7 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import InputError, printable
+from .errors import InputError
 from .spec import FeatureSpec
 from .window import Window, audio_start, frame_step
 

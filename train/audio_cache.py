@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mer.runtime.decode import decode_clip, window_for
+from mer.runtime import window as windows
+from mer.runtime.decode import decode_clip
 from mer.runtime.mfcc import mfcc
 from mer.runtime.spec import FeatureSpec
 
@@ -62,10 +63,16 @@ def build_speech_cache(takes: list[Take], spec: FeatureSpec, cache_dir: Path) ->
 
 
 def runtime_window(cache: SpeechCache, i: int, spec: FeatureSpec, shift_s: float = 0.0) -> np.ndarray:
-    """The spec's window of take i as the runtime would take it, optionally shifted by shift_s."""
-    start = window_for(float(cache.durations[i]), spec).start + shift_s
-    first = int(round(max(0.0, start) * spec.sample_rate))
-    out = cache.audio[i, first:first + spec.n_samples]
+    """The spec's window of take i as the runtime cuts it (window.py), optionally shifted by shift_s.
+
+    The cache holds the take's centred CACHE_S seconds, so cache sample 0 is the take's
+    `centred(duration, long_spec).start`; the runtime's window is placed relative to that."""
+    duration = float(cache.durations[i])
+    cached_from = windows.audio_start(windows.centred(duration, dataclasses.replace(spec, window_s=CACHE_S)), spec)
+    window = windows.centred(duration, spec)
+    window = windows.Window(max(0.0, window.start + shift_s), window.end + shift_s)
+    first = windows.audio_start(window, spec) - cached_from
+    out = cache.audio[i, max(0, first):max(0, first) + spec.n_samples]
     return np.pad(out, (0, spec.n_samples - len(out)))
 
 
@@ -92,7 +99,7 @@ def mfcc_batch(cache: SpeechCache, idx: np.ndarray, spec: FeatureSpec, rng: np.r
 
 def _window_at_speed(cache: SpeechCache, i: int, spec: FeatureSpec, shift_s: float, factor: float) -> np.ndarray:
     """The runtime window of take i played `factor` times faster, about the same centre."""
-    centre = (window_for(float(cache.durations[i]), spec).start + shift_s) * spec.sample_rate + spec.n_samples / 2
+    centre = (windows.centred(float(cache.durations[i]), spec).start + shift_s) * spec.sample_rate + spec.n_samples / 2
     positions = centre + (np.arange(spec.n_samples) - spec.n_samples / 2) * factor
     source = cache.audio[i]
     return np.interp(positions, np.arange(len(source)), source, left=0.0, right=0.0).astype(np.float32)

@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mer.runtime.decode import decode_clip
+from mer.runtime.engine import clip_inputs
 from mer.runtime.faces import FaceCropper
-from mer.runtime.mfcc import mfcc
 from mer.runtime.spec import FeatureSpec
 
 from .efficientface import load_reference_checkpoint
@@ -73,12 +72,10 @@ def build_av_cache(takes: list[Take], spec: FeatureSpec, folder: Path) -> AVCach
     feats = np.zeros((len(takes), *spec.mfcc_shape), np.float32)
     cropper = FaceCropper(spec)
     for i, take in enumerate(tqdm(takes, desc="preprocessing clips", unit="clip")):
-        clip = decode_clip(take.video, spec)
-        if clip.frames is not None:
-            faces[i] = cropper(clip.frames, clip.frame_ids).faces
-        audio = decode_clip(take.audio, spec).audio if take.audio is not None else clip.audio
-        if audio is not None:
-            feats[i] = mfcc(audio, spec)
+        # The runtime's own clip -> inputs path; speech from the audio-only twin when there is one.
+        faces[i], feats[i] = clip_inputs(take.video, spec, lambda: cropper)
+        if take.audio is not None:
+            feats[i] = clip_inputs(take.audio, spec, lambda: cropper)[1]
     cropper.close()
     faces.flush()
     np.savez(meta_path, mfcc=feats, labels=np.array([t.emotion for t in takes]), actors=np.array([t.actor for t in takes]))
