@@ -249,6 +249,14 @@ def main(paths, model_path, fusion, backend, as_json, timeline, hop, plot_path, 
     _finish(code)
 
 
+def _ends_mid_line(path: str) -> bool:
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 class _Sinks:
     """Where records go: stdout (table or JSON), --out (JSON lines, appended), --csv."""
 
@@ -259,6 +267,10 @@ class _Sinks:
         try:
             if out_path:
                 self.out = open(out_path, "a", encoding="utf-8")
+                # A run killed mid-line left a partial last line: end it, so that the next record
+                # starts on a line of its own (the partial one is skipped on reading).
+                if _ends_mid_line(out_path):
+                    self.out.write("\n")
             if csv_path:
                 from .report import CsvWriter
                 self.csv = CsvWriter(Path(csv_path))

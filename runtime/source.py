@@ -87,6 +87,7 @@ class TargetClock:
     grid costs nothing ahead of the stream."""
 
     def __init__(self, windows: Iterable[Window], spec: FeatureSpec):
+        self.finite = isinstance(windows, (list, tuple))
         self._windows = iter(windows)
         self._next: Window | None = next(self._windows, None)
         self._step = frame_step(spec)
@@ -263,7 +264,8 @@ class _Sampler:
         if self.prev is None:
             return None
         f, ft, fid, farr = self.prev
-        targets = self.clock.pop_through(float("inf"))
+        # An endless grid (a live source) holds the last frame only for the samples just past it.
+        targets = self.clock.pop_through(float("inf") if self.clock.finite else ft + 1.0)
         if not targets:
             return None
         return Frame(fid, ft, self.convert(f), targets, True, farr)
