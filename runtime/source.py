@@ -66,6 +66,7 @@ class End:
     video_end: float | None  # time of the last video frame (None: no video)
     audio_end: int | None    # one past the last audio sample (None: no audio)
     warnings: list[str] = field(default_factory=list)
+    frames_seen: int = 0     # video frames the decoder put out (skipped ones are not decoded)
 
 
 @dataclass
@@ -374,9 +375,16 @@ class MediaSource:
                     buf.append(Audio(state["audio_next"], samples, now, bad))
                     state["audio_next"] += len(samples)
 
+        # An audio stream that begins after the last window needs no waiting for.
+        audio_begins = float(as_.start_time * as_.time_base) - self.origin \
+            if as_ is not None and as_.start_time is not None and as_.time_base else None
+
         def audio_covered() -> bool:
-            return as_ is None or (audio_needed_to is not None and state["audio_next"] is not None
-                                   and state["audio_next"] >= audio_needed_to)
+            if as_ is None or audio_needed_to is None:
+                return as_ is None
+            if state["audio_next"] is None:
+                return audio_begins is not None and audio_begins * spec.sample_rate >= audio_needed_to
+            return state["audio_next"] >= audio_needed_to
 
         video_done = vs is None
         for packet in c.demux(*streams_of(vs, as_)):
@@ -417,7 +425,8 @@ class MediaSource:
         if sampler is not None and (tail := sampler.finish()) is not None:
             yield tail
         warnings = [f"{state['errors']} packet(s) failed to decode and were skipped"] if state["errors"] else []
-        yield End(sampler.last_t if sampler is not None else None, state["audio_next"], warnings)
+        yield End(sampler.last_t if sampler is not None else None, state["audio_next"], warnings,
+                  sampler.count if sampler is not None else 0)
 
     def _pace(self, packet, pace0):
         """Hold a packet until its time has come, as a live source would deliver it."""
