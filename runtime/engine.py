@@ -320,7 +320,7 @@ class _Failure:
         self.exc = exc
 
 
-def in_background(make: Callable[[], Iterator], maxsize: int = 256) -> Iterator:
+def in_background(make: Callable[[], Iterator], maxsize: int = 64) -> Iterator:
     """Run a generator in its own thread (decoding overlaps the face search and the model: PyAV,
     MediaPipe and ONNX Runtime release the GIL), handing items over through a bounded queue."""
     q: queue.Queue = queue.Queue(maxsize)

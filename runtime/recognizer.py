@@ -21,6 +21,7 @@ from .mfcc import mfcc as compute_mfcc
 from .source import MediaSource, open_live, sanitise
 from .spec import FeatureSpec
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif"}
 DEFAULT_FUSION = "ia"
 FUSIONS = ("lt", "it", "ia")
 
@@ -83,12 +84,19 @@ class Recognizer:
         self.info = self._model.info
         self.spec: FeatureSpec = self.info.spec
         self._cropper: FaceCropper | None = None  # made on first video, so audio-only use skips it
+        self._cropper_lock = threading.Lock()
 
     @property
     def cropper(self) -> FaceCropper:
-        if self._cropper is None:
-            self._cropper = FaceCropper(self.spec)
-        return self._cropper
+        with self._cropper_lock:
+            if self._cropper is None:
+                self._cropper = FaceCropper(self.spec)
+            return self._cropper
+
+    def _warm_up(self, path) -> None:
+        """Make the face detector (~0.7 s) in the background while the first frames decode."""
+        if self._cropper is None and Path(str(path)).suffix.lower() not in AUDIO_SUFFIXES:
+            threading.Thread(target=lambda: self.cropper, name="mer-detector", daemon=True).start()
 
     def close(self) -> None:
         if self._cropper is not None:
@@ -106,6 +114,7 @@ class Recognizer:
     def predict(self, path: str | Path) -> Result:
         """The emotion of the window centred on the clip (the one-window case of `timeline`)."""
         t0 = time.perf_counter()
+        self._warm_up(path)
         item = clip_window(path, self.spec, lambda: self.cropper)
         if item.faces is None and item.mfcc is None:
             raise InputError(path, "no face and no audio in it: nothing to recognise")
@@ -118,6 +127,7 @@ class Recognizer:
         last ending at the end of the recording; yielded as they are ready. Windows with neither
         a face nor audio are left out."""
         hop = self._hop(hop)
+        self._warm_up(path)
         source = MediaSource(path, self.spec)
         plan = windows.timeline(source.info.duration, self.spec, hop)
         make = lambda: source.events(plan)  # noqa: E731

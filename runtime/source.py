@@ -31,6 +31,9 @@ from .errors import InputError
 from .spec import FeatureSpec
 from .window import Window, audio_start, frame_step
 
+# A single window seeks this far before its start: the keyframe at or before that point, and
+# audio packets stored a little after the video ones, still precede the window.
+SEEK_MARGIN_S = 0.5
 MAX_SIDE = 1280  # frames larger than this (4K, ...) are scaled down while converting to RGB
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://", "hls+http://")
 # Formats FFmpeg opens as "video" that are not clips: still images, and text shown as a picture.
@@ -313,7 +316,7 @@ class MediaSource:
         single window of a file); `stop_when_covered`: end once every window is covered."""
         windows = list(windows) if isinstance(windows, (list, tuple)) else windows
         first_start = windows[0].start if isinstance(windows, list) and windows else 0.0
-        margins = [1.0, 10.0, None] if seek and self.info.seekable and first_start > 1.0 else [None]
+        margins = [SEEK_MARGIN_S, 10.0, None] if seek and self.info.seekable and first_start > SEEK_MARGIN_S else [None]
         for attempt, margin in enumerate(margins):
             if attempt:  # reopen after a late seek; the last attempt decodes from the start
                 self.container.close()
