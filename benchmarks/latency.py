@@ -7,8 +7,8 @@
 For every available backend x precision x fusion: per-stage latency of `Recognizer.predict`
 (decode, faces, mfcc, model, total) as p50/p95/p99 after warm-up, and model throughput at
 batch 1 and batch 8. Baselines in the same run: PyTorch eager on the same weights (needs the
-[train] extra) and librosa's MFCC (needs [dev]). Without --clip, a 720p H.264 talking-face clip
-is encoded from a real face and real speech in ../shared.
+[train] extra) and librosa's MFCC (needs [dev]). Without --clip, a 4.3 s clip of real-cost footage
+is encoded (benchmarks/footage.py: 720p H.264 High with B-frames, motion in every frame).
 """
 from __future__ import annotations
 
@@ -55,23 +55,12 @@ def timed_together(fns: dict, repeats: int, warmup: int, block: int = 5) -> dict
 
 
 def make_clip(folder: Path) -> Path:
-    """A 3.6 s+ 1280x720 H.264/AAC clip of a real face (TFEID) speaking real speech (RAVDESS)."""
-    import cv2
+    """A 4.3 s clip that costs what real footage costs: 1280x720, 29.97 fps, H.264 High with
+    B-frames, motion and texture in every frame, real face and speech (benchmarks/footage.py)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from footage import make_footage
 
-    from mer.runtime.decode import decode_clip
-    from mer.runtime.spec import FeatureSpec
-    from mer.train.synth_clips import place_face, write_clip
-
-    shared = Path(os.environ.get("MER_SHARED", REPO.parent / "shared"))
-    face_path = shared / "data/faces/tfeid/images/0111b01.jpg"
-    speech_path = shared / "data/ravdess_speech_16k/Actor_03/03-01-03-02-01-01-03.flac"
-    if not face_path.exists() or not speech_path.exists():
-        sys.exit(f"latency.py: no --clip given and no real face/speech under {shared} to encode one")
-    face = cv2.imread(str(face_path))[:, :, ::-1].copy()
-    clip = decode_clip(speech_path, FeatureSpec(window_s=6.0))
-    wave = clip.audio[: int(clip.duration * 16000)]
-    frames = [place_face(face, 1280, 720, i / 30) for i in range(int(len(wave) / 16000 * 30))]
-    return write_clip(folder / "talking_face_720p.mp4", frames, 30.0, wave, 16000)
+    return make_footage(folder / "talking_face_720p.mp4", seconds=4.3)
 
 
 def bench_mfcc(spec, audio: np.ndarray, repeats: int) -> list[dict]:
@@ -187,6 +176,8 @@ def main() -> None:
     from mer.runtime.decode import decode_clip
 
     audio = decode_clip(clip, rec.spec).audio
+    if audio is None:
+        sys.exit(f"latency.py: {clip} has no audio to time the MFCC on")
     mfcc_rows = bench_mfcc(rec.spec, audio, repeats * 5)
     rows.extend(mfcc_rows)
     if len(mfcc_rows) > 1:

@@ -146,8 +146,10 @@ def _stat_reason(path: str) -> str | None:
         return "empty file (0 bytes)"
     if not os.access(path, os.R_OK):
         return "permission denied"
-    try:  # os.access says yes to root for a 000 file, and lies on some mounts: really open it
-        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a FIFO or device: opening it to check would consume its writer's first open
+    try:  # os.access answers for the real, not the effective, user: really open it
+        os.close(os.open(path, os.O_RDONLY))
     except OSError as exc:
         return _OS_REASONS.get(exc.errno, exc.strerror or type(exc).__name__)
     return None

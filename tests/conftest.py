@@ -1,6 +1,9 @@
-"""Shared fixtures: real speech and faces from ../shared, clips encoded with PyAV, exported models.
+"""Shared fixtures: real speech and faces, clips encoded with PyAV, exported models.
 
-Tests that need ../shared skip with the reason when it is absent (a user's fresh clone)."""
+`speech` and `face` come from ../shared (RAVDESS speech, TFEID faces) when it is there, and
+otherwise from the small real fixtures committed in tests/fixtures/ (see its README), so a fresh
+clone runs the same tests. Tests that need the full data trees (thousands of RAVDESS files)
+are marked `needs_shared` and skip with the reason when it is absent."""
 from __future__ import annotations
 
 import os
@@ -12,46 +15,76 @@ import pytest
 SHARED = Path(os.environ.get("MER_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 SPEECH = SHARED / "data" / "ravdess_speech_16k"
 TFEID = SHARED / "data" / "faces" / "tfeid" / "images"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURE_SPEECH = FIXTURES / "speech_en.flac"     # eSpeak NG, one English sentence, 4.5 s, 16 kHz mono
+FIXTURE_FACE = FIXTURES / "face_astronaut.jpg"   # public-domain NASA portrait (skimage astronaut), 256x256
+DEFAULT_SPEECH = "03-01-03-02-01-01-03.flac"
+DEFAULT_FACE = "0111b01.jpg"
 needs_shared = pytest.mark.skipif(not SPEECH.is_dir() or not TFEID.is_dir(),
-                                  reason=f"real speech/faces not found under {SHARED} (set MER_SHARED)")
+                                  reason=f"needs the RAVDESS speech tree and TFEID faces under {SHARED} "
+                                         "(set MER_SHARED); tests/fixtures has one utterance and one face only")
 
 
-def read_speech(name: str = "03-01-03-02-01-01-03.flac") -> tuple[np.ndarray, int]:
-    """A RAVDESS utterance (actor 03, happy, strong) as mono float32 at 16 kHz."""
+def speech_path(name: str | None = None) -> Path:
+    """A RAVDESS file by name from ../shared; with no name, the default utterance, or the fixture
+    when ../shared is absent."""
+    if name is None:
+        if not SPEECH.is_dir():
+            return FIXTURE_SPEECH
+        name = DEFAULT_SPEECH
+    actor = name.split("-")[-1].split(".")[0]
+    path = SPEECH / f"Actor_{actor}" / name
+    if not path.is_file():
+        pytest.skip(f"RAVDESS file {name} not found under {SPEECH} (set MER_SHARED)")
+    return path
+
+
+def face_path(name: str | None = None) -> Path:
+    """A TFEID crop by name from ../shared; with no name, the default one, or the fixture when
+    ../shared is absent."""
+    if name is None:
+        if not TFEID.is_dir():
+            return FIXTURE_FACE
+        name = DEFAULT_FACE
+    path = TFEID / name
+    if not path.is_file():
+        pytest.skip(f"TFEID face {name} not found under {TFEID} (set MER_SHARED)")
+    return path
+
+
+def read_speech(name: str | None = None) -> tuple[np.ndarray, int]:
+    """Speech as mono float32 at 16 kHz: a RAVDESS utterance (default: actor 03, happy, strong),
+    or tests/fixtures/speech_en.flac when ../shared is absent and no name is given."""
     from mer.runtime.decode import decode_clip
     from mer.runtime.spec import FeatureSpec
 
-    actor = name.split("-")[-1].split(".")[0]
-    clip = decode_clip(SPEECH / f"Actor_{actor}" / name, FeatureSpec(window_s=6.0))
+    clip = decode_clip(speech_path(name), FeatureSpec(window_s=6.0))
     n = int(round(clip.duration * 16000))
     return clip.audio[:n], 16000
 
 
-def read_face(name: str = "0111b01.jpg") -> np.ndarray:
-    """A TFEID face crop (performer 01, happy) as RGB uint8 256x256."""
+def read_face(name: str | None = None) -> np.ndarray:
+    """A face crop as RGB uint8 256x256: TFEID (default: performer 01, happy), or
+    tests/fixtures/face_astronaut.jpg when ../shared is absent and no name is given."""
     import cv2
 
-    return cv2.imread(str(TFEID / name))[:, :, ::-1].copy()
+    return cv2.imread(str(face_path(name)))[:, :, ::-1].copy()
 
 
 @pytest.fixture(scope="session")
 def speech() -> np.ndarray:
-    if not SPEECH.is_dir():
-        pytest.skip(f"no RAVDESS speech under {SPEECH}")
     return read_speech()[0]
 
 
 @pytest.fixture(scope="session")
 def face() -> np.ndarray:
-    if not TFEID.is_dir():
-        pytest.skip(f"no TFEID faces under {TFEID}")
     return read_face()
 
 
 @pytest.fixture(scope="session")
 def clip_factory(tmp_path_factory, face, speech):
     """make(name, seconds=..., fps=..., size=(w, h), audio=True, faces=1, rotation=0, codec=...)."""
-    from mer.train.synth_clips import place_face, write_clip
+    from media import place_face, write_clip
 
     root = tmp_path_factory.mktemp("clips")
 

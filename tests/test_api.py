@@ -15,7 +15,7 @@ from mer.runtime.errors import InputError
 
 def test_predict_arrays_with_either_or_both_modalities(recognizer, speech, face):
     from mer.runtime.faces import FaceCropper
-    from mer.train.synth_clips import place_face
+    from media import place_face
 
     cropper = FaceCropper(recognizer.spec)
     faces = cropper([place_face(face, 1280, 720, k * 0.24) for k in range(15)]).faces

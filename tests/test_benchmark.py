@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_shared
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
 
 
-@needs_shared
 def test_quick_benchmark_writes_json_markdown_and_ratios(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("librosa")
@@ -31,3 +29,32 @@ def test_quick_benchmark_writes_json_markdown_and_ratios(tmp_path):
     assert any(r["backend"] == "torch-eager" for r in rows) and any(r["backend"] == "librosa" for r in rows)
     assert report["summary"]["model_speedup_vs_torch"] > 0 and report["summary"]["mfcc_speedup_vs_reference"] > 0
     assert "| backend |" in (tmp_path / "latency.md").read_text()
+
+
+def test_footage_is_camera_like_high_profile_with_b_frames_and_motion_in_every_frame(tmp_path, face, speech):
+    """benchmarks/footage.py: the clip latency benchmarks decode must cost what real footage costs."""
+    import importlib.util
+
+    import av
+    import numpy as np
+
+    from mer.runtime.faces import FaceCropper
+    from mer.runtime.spec import DEFAULT_SPEC
+
+    spec = importlib.util.spec_from_file_location("footage", SCRIPT.parent / "footage.py")
+    footage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(footage)
+    path = footage.make_footage(tmp_path / "f.mp4", 1.2, face, speech)
+    info = footage.probe(path, repeats=1)
+    assert info["profile"] == "High" and (info["width"], info["height"]) == (1280, 720)
+    assert info["fps"] == "30000/1001" and info["frame_types"].get("B", 0) >= 15
+    assert info["audio"].startswith("aac") and 3 < info["video_bitrate_mbps"] < 12
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 36
+    assert all(np.abs(a.astype(int) - b).mean() > 2 for a, b in zip(frames, frames[1:]))  # no still frame
+    cropper = FaceCropper(DEFAULT_SPEC)
+    try:
+        assert all(len(cropper.detect(frames[i])) == 1 for i in (0, 17, 35))
+    finally:
+        cropper.close()

@@ -6,7 +6,7 @@ import pytest
 
 from mer.runtime.decode import decode_clip, window_for
 from mer.runtime.spec import DEFAULT_SPEC
-from mer.train.synth_clips import write_clip
+from media import write_clip
 
 SPEC = DEFAULT_SPEC
 
@@ -147,7 +147,8 @@ def test_broken_float_samples_do_not_poison_the_features():
     wave = _tone_burst(4.0, 0.5)
     wave[100:200] = np.nan
     wave[300] = np.inf
-    clean = sanitise(wave)
+    clean, repaired = sanitise(wave)
+    assert repaired == 101
     assert np.isfinite(clean).all() and np.abs(clean).max() <= 1.0
     assert np.isfinite(mfcc(clean[: SPEC.n_samples], SPEC)).all()
 

@@ -18,7 +18,7 @@ from mer.runtime.faces import FaceCropper  # noqa: E402
 from mer.runtime.mfcc import mfcc  # noqa: E402
 from mer.runtime.spec import DEFAULT_SPEC, LABELS, FeatureSpec  # noqa: E402
 from mer.train import checkpoint as ckpt  # noqa: E402
-from mer.train.synth_clips import place_face  # noqa: E402
+from media import place_face  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from mer.runtime.faces import FaceCropper
 from mer.runtime.spec import DEFAULT_SPEC
-from mer.train.synth_clips import place_face
+from media import place_face
 
 
 @pytest.fixture(scope="module")

@@ -62,23 +62,34 @@ def test_real_tree_index_and_speech_cache_match_the_runtime(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_ravdess(tmp_path_factory):
-    """Actors 03-05 x {happy, sad}: an AV take (real TFEID face + real speech) and its audio twin."""
-    if not SPEECH.is_dir():
-        pytest.skip(f"no RAVDESS speech under {SPEECH}")
-    from conftest import read_speech
-    from mer.train.synth_clips import place_face, write_clip
+    """Actors 03-05 x {happy, sad}: an AV take (real face + real speech) and its audio twin.
+
+    From RAVDESS speech and two TFEID faces in ../shared; without it, from tests/fixtures (the one
+    utterance for every take, the one face and its mirror image for the two emotions): enough for
+    the recipe to index, train, resume and report, not to learn anything."""
+    from conftest import FIXTURE_SPEECH, read_speech
+    from media import place_face, write_clip
 
     root = tmp_path_factory.mktemp("ravdess")
-    faces = {"03": read_face("0111b01.jpg"), "04": read_face("0111c03.jpg")}
+    if SPEECH.is_dir():
+        faces = {"03": read_face("0111b01.jpg"), "04": read_face("0111c03.jpg")}
+    else:
+        face = read_face()
+        faces = {"03": face, "04": np.ascontiguousarray(face[:, ::-1])}
     for actor in ("03", "04", "05"):
         folder = root / f"Actor_{actor}"
         folder.mkdir()
         for emo in ("03", "04"):
             name = f"01-{emo}-01-01-01-{actor}"
-            wave, rate = read_speech(f"03-{name}.flac")
+            if SPEECH.is_dir():
+                wave, rate = read_speech(f"03-{name}.flac")
+                source = SPEECH / f"Actor_{actor}" / f"03-{name}.flac"
+            else:
+                wave, rate = read_speech()
+                source = FIXTURE_SPEECH
             frames = [place_face(faces[emo], 320, 240, i / 15) for i in range(int(len(wave) / rate * 15))]
             write_clip(folder / f"01-{name}.mp4", frames, 15.0, wave, rate)
-            shutil.copy(SPEECH / f"Actor_{actor}" / f"03-{name}.flac", folder / f"03-{name}.flac")
+            shutil.copy(source, folder / f"03-{name}.flac")
     return root
 
 
@@ -106,11 +117,11 @@ def test_paper_recipe_trains_resumes_and_reports(tiny_ravdess, tmp_path):
 
 
 def test_paper_recipe_on_audio_only_tree_says_what_is_missing(tmp_path):
-    if not SPEECH.is_dir():
-        pytest.skip(f"no RAVDESS speech under {SPEECH}")
+    from conftest import speech_path
+
     tree = tmp_path / "audio_only" / "Actor_03"
     tree.mkdir(parents=True)
-    shutil.copy(next((SPEECH / "Actor_03").glob("*.flac")), tree)
+    shutil.copy(speech_path(), tree / "03-01-03-02-01-01-03.flac")  # a RAVDESS name, whatever the source
     proc = subprocess.run([sys.executable, "-m", "mer.train.cli", "paper", "--data", str(tree.parent),
                            "--test-actors", "3", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "needs RAVDESS video" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,7 +1,10 @@
 """Encode real talking-face test clips with PyAV: a still face moved over a frame, plus speech.
 
-No paired RAVDESS video exists here, so tests and benchmarks build clips from real faces (TFEID
-crops) and real speech (RAVDESS audio). Only numpy and av are needed (no torch).
+No paired RAVDESS video exists here, so tests build clips from a real face (a TFEID crop from
+../shared, or tests/fixtures/face_astronaut.jpg) and real speech (RAVDESS audio, or
+tests/fixtures/speech_en.flac). Only numpy, av and OpenCV are needed (no torch). Test-side code:
+not part of the installed package (pytest puts tests/ on sys.path: `from media import ...`).
+For benchmark footage that decodes like a real camera's, see benchmarks/footage.py.
 """
 from __future__ import annotations
 
@@ -28,10 +31,10 @@ def place_face(face: np.ndarray, width: int, height: int, t: float, scale: float
 
 def write_clip(path: Path, frames: list[np.ndarray] | None, fps: float = 30.0,
                audio: np.ndarray | None = None, sample_rate: int = 16000, audio_rate: int = 44100,
-               codec: str = "libx264", rotation: int = 0, crf: int = 23) -> Path:
+               codec: str = "libx264", rotation: int = 0, crf: int = 23, audio_offset: float = 0.0) -> Path:
     """Write an mp4/mkv/webm... with H.264 (or `codec`) video and AAC/Opus audio.
 
-    `crf` 0 makes H.264 lossless (tests that read pixel values back). `rotation` (degrees, counter-clockwise) is stored as display-matrix side data the way phones
+    `audio_offset` starts the audio that many seconds into the clip. `crf` 0 makes H.264 lossless (tests that read pixel values back). `rotation` (degrees, counter-clockwise) is stored as display-matrix side data the way phones
     do; the stored frames are then the picture turned the other way.
     """
     path = Path(path)
@@ -55,7 +58,7 @@ def write_clip(path: Path, frames: list[np.ndarray] | None, fps: float = 30.0,
             for packet in vstream.encode(None):
                 out.mux(packet)
         if audio is not None:
-            _encode_audio(out, astream, audio, sample_rate)
+            _encode_audio(out, astream, audio, sample_rate, audio_offset)
     if rotation:
         _set_display_rotation(path, rotation)
     return path
@@ -81,12 +84,13 @@ def _set_display_rotation(path: Path, degrees: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def _encode_audio(out: av.container.OutputContainer, stream, audio: np.ndarray, sample_rate: int) -> None:
+def _encode_audio(out: av.container.OutputContainer, stream, audio: np.ndarray, sample_rate: int,
+                  offset: float = 0.0) -> None:
     """Resample mono float audio to the stream's format, layout and frame size, and mux it."""
     resampler = av.AudioResampler(format=stream.format.name, layout=stream.layout.name, rate=stream.rate,
                                   frame_size=stream.frame_size or None)
     src = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32)[None, :], format="flt", layout="mono")
-    src.sample_rate, src.pts, src.time_base = sample_rate, 0, Fraction(1, sample_rate)
+    src.sample_rate, src.pts, src.time_base = sample_rate, round(offset * sample_rate), Fraction(1, sample_rate)
     for frame in resampler.resample(src) + resampler.resample(None):
         for packet in stream.encode(frame):
             out.mux(packet)

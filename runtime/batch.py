@@ -1,0 +1,533 @@
+"""`mer-batch`: `mer-infer` over many files on Ray Data (the `[scale]` extra), locally or on a cluster.
+
+    mer-batch SOURCE --out DIR [--address ADDR] [--timeline] [--format jsonl|parquet] ...
+
+SOURCE is a folder (every media file under it, as `mer-infer` finds them) or a manifest (a text
+file, one path or URL per line; blank lines and `#` comments skipped; relative paths are relative
+to the manifest's folder). The pipeline is Ray Data's own:
+
+    from_items(files) -> map_batches(RecognizerActor, ActorPoolStrategy(size=N)) -> iter_rows()
+
+Each actor of the pool holds one `Recognizer` (made once, in its constructor) and reserves the
+CPUs (and GPUs) it is configured with; its ONNX Runtime uses that many threads, so the actors do
+not oversubscribe the cores. Ray Data schedules the files over the pool with its own bounded
+queues and backpressure; the driver consumes the results as a stream, in completion order.
+
+Output. The driver writes the records under DIR, so a run killed at any moment keeps what it
+finished, and a re-run skips it (a file with a record that is not an error; with `--timeline`,
+each recorded window):
+
+- `jsonl` (default): DIR/results.jsonl, the very records `mer-infer --out` writes (same keys,
+  same values, one JSON object per line), appended and flushed file by file.
+- `parquet`: DIR/part-<run>-<n>.parquet, one part per 256 records or per minute, each written
+  under a hidden name and renamed when complete (a killed run leaves no broken part). Columns are
+  the record's keys, nested ones kept as structs (`probabilities.happy`, `timings_ms.total`,
+  `model.fusion`) and lists (`window`, `warnings`); keys a record lacks are null (`error` on a
+  success, everything but `file` and `error` on a failure, `timeline` without --timeline).
+
+A file that cannot be read is a record `{"file": F, "error": reason}` (the same as `mer-infer
+--out`) plus one line on stderr, and the run goes on; so is a file whose worker process died
+while reading it (a crash in a native decoder), after one retry. Exit status: 0, or 1 when a
+file failed, 2 for a usage, model or output error, 130 when interrupted.
+
+Ray is imported inside functions only: `import mer.runtime` stays light.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+PROG = "mer-batch"
+JSONL_NAME = "results.jsonl"
+PART_ROWS = 256          # a Parquet part every this many records...
+PART_SECONDS = 60.0      # ...or this often, whichever comes first
+MAX_BLOCKS = 20_000      # one file per Ray Data block (per task) up to this many files
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _say(kind: str, message: str) -> None:
+    try:
+        sys.stderr.write(f"{PROG}: {kind}: {message}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+def read_manifest(path: str) -> list[str]:
+    """One path or URL per line; blank lines and `#` comments skipped; relative paths are taken
+    relative to the manifest's folder (a folder named in it is searched as `mer-infer` does)."""
+    from .cli import expand
+    from .source import is_url
+
+    base = os.path.dirname(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise _UsageError(f"{path}: not a manifest (not UTF-8 text; give a folder or a text file "
+                          "with one path or URL per line)") from None
+    except OSError as exc:
+        raise _UsageError(f"{path}: {exc.strerror}") from None
+    entries = []
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if not is_url(entry):
+            entry = os.path.join(base, os.path.expanduser(entry))
+        entries.append(entry)
+    files, notes = expand(tuple(entries))
+    for note in notes:
+        _say("note", note)
+    return files
+
+
+def source_files(source: str) -> list[str]:
+    """The files a SOURCE names, in order, without repeats."""
+    from .cli import MEDIA_SUFFIXES, expand
+
+    if os.path.isdir(source):
+        files, notes = expand((source,))
+        for note in notes:
+            _say("note", note)
+    elif os.path.isfile(source) and Path(source).suffix.lower() in MEDIA_SUFFIXES:
+        files = [source]  # one media file: a batch of one
+    elif os.path.isfile(source):
+        files = read_manifest(source)
+    else:
+        raise _UsageError(f"{source}: no such folder or manifest")
+    return list(dict.fromkeys(files))
+
+
+# ---------------------------------------------------------------------------------------------
+# What DIR already holds
+def _ends_mid_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+def existing_records(out: Path, fmt: str) -> Iterator[dict]:
+    """Records an earlier run wrote under `out` (only the keys resuming needs, for Parquet)."""
+    if fmt == "jsonl":
+        path = out / JSONL_NAME
+        if not path.exists():
+            return
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill mid-write: its file is done again
+                if isinstance(record, dict):
+                    yield record
+    else:
+        import pyarrow.parquet as pq
+
+        for part in sorted(out.glob("part-*.parquet")):
+            try:
+                table = pq.read_table(part)
+            except Exception as exc:  # not ours, or damaged after the fact: said, then ignored
+                _say("note", f"{part}: unreadable Parquet part ignored ({type(exc).__name__})")
+                continue
+            cols = [c for c in ("file", "error", "timeline", "window") if c in table.column_names]
+            yield from table.select(cols).to_pylist()
+
+
+def recorded(records: Iterable[dict]) -> tuple[set[str], dict[str, set[float]]]:
+    """Whole files done, and timeline windows done (by start, ms) per file: what `mer-infer
+    --out` counts as done (error records do not count, so failed files are tried again)."""
+    whole: set[str] = set()
+    windows: dict[str, set[float]] = {}
+    for record in records:
+        if not record.get("file") or record.get("error") is not None:
+            continue
+        if record.get("timeline"):
+            windows.setdefault(record["file"], set()).add(round(record["window"][0], 3))
+        else:
+            whole.add(record["file"])
+    return whole, windows
+
+
+# ---------------------------------------------------------------------------------------------
+# The actor: one Recognizer per actor, one file per call
+class RecognizerActor:
+    """A Ray Data callable class. Input rows: `path` (what the worker opens), `name` (the file as
+    the user named it, the record's "file"), `recorded` (JSON list of window starts already
+    recorded, --timeline). Output rows, one per file: `name`, `status` (done, skipped, failed),
+    `lines` (the file's records as JSON lines)."""
+
+    def __init__(self, model: str, backend: str, threads: int, timeline: bool, hop: float | None):
+        from .recognizer import Recognizer
+
+        self.rec = Recognizer(model, backend=backend, threads=threads)
+        self.timeline, self.hop = timeline, hop
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"name": [], "status": [], "lines": []}
+        for path, name, done in zip(batch["path"], batch["name"], batch["recorded"]):
+            status, records = self.one(str(path), str(name), set(json.loads(str(done))))
+            out["name"].append(str(name))
+            out["status"].append(status)
+            out["lines"].append("".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n" for r in records))
+        return out
+
+    def one(self, path: str, name: str, done: set[float]) -> tuple[str, list[dict]]:
+        from .errors import InputError, ModelError
+
+        try:
+            if not self.timeline:
+                record = self.rec.predict(path).to_dict()
+                record["file"] = name
+                return "done", [record]
+            return self.windows(path, name, done)
+        except InputError as exc:
+            return "failed", [{"file": name, "error": exc.reason}]
+        except ModelError:
+            raise  # the model, not the file: the run stops with its one-line reason
+        except Exception as exc:  # a bug of ours on this file: recorded, and on with the rest
+            return "failed", [{"file": name, "error": f"internal error ({type(exc).__name__}: {exc})"}]
+
+    def windows(self, path: str, name: str, done: set[float]) -> tuple[str, list[dict]]:
+        """--timeline: the windows not yet recorded (as `mer-infer --timeline --out` resumes)."""
+        from . import window as windows
+        from .source import MediaSource
+
+        hop = windows.default_hop(self.rec.spec) if self.hop is None else self.hop
+        if done:
+            with MediaSource(path, self.rec.spec, name=name) as probe:
+                planned = windows.timeline(probe.info.duration, self.rec.spec, hop)
+            if all(round(w.start, 3) in done for w in planned):
+                return "skipped", []
+        records = []
+        for result in self.rec.timeline(path, hop):
+            record = {**result.to_dict(), "file": name, "timeline": True}
+            if round(record["window"][0], 3) not in done:
+                records.append(record)
+        return "done", records
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers: the driver appends records under DIR as they arrive
+class JsonlWriter:
+    def __init__(self, out: Path):
+        path = out / JSONL_NAME
+        self.f = open(path, "a", encoding="utf-8")
+        if _ends_mid_line(path):  # a run killed mid-line: the next record starts on its own line
+            self.f.write("\n")
+
+    def write(self, lines: str) -> None:
+        self.f.write(lines)  # a file's records in one write, flushed before the next file
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def parquet_schema():
+    import pyarrow as pa
+
+    from .spec import LABELS
+
+    f64 = pa.float64()
+    return pa.schema([
+        ("file", pa.string()), ("label", pa.string()), ("index", pa.int64()),
+        ("probabilities", pa.struct([(label, f64) for label in LABELS])),
+        ("faces_detected", pa.int64()), ("audio", pa.bool_()), ("window", pa.list_(f64)),
+        ("timings_ms", pa.struct([(k, f64) for k in ("decode", "faces", "mfcc", "model", "total")])),
+        ("model", pa.struct([(k, pa.string()) for k in ("fusion", "precision", "backend")])),
+        ("warnings", pa.list_(pa.string())), ("timeline", pa.bool_()), ("error", pa.string()),
+    ])
+
+
+class ParquetWriter:
+    """Complete parts only: each part is written under a hidden name, then renamed."""
+
+    def __init__(self, out: Path):
+        import pyarrow  # noqa: F401  (fail here, before any work, when the extra is missing)
+
+        self.out, self.rows, self.n = out, [], 0
+        self.run = f"{datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}"
+        self.t0 = time.monotonic()
+        self.schema = parquet_schema()
+        for stale in out.glob(".part-*.parquet.tmp"):  # a part a killed run was writing
+            stale.unlink(missing_ok=True)
+
+    def write(self, lines: str) -> None:
+        self.rows.extend(json.loads(line) for line in lines.splitlines())
+        if len(self.rows) >= PART_ROWS or time.monotonic() - self.t0 >= PART_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.rows:
+            name = f"part-{self.run}-{self.n:05d}.parquet"
+            tmp = self.out / f".{name}.tmp"
+            pq.write_table(pa.Table.from_pylist(self.rows, schema=self.schema), tmp)
+            os.replace(tmp, self.out / name)
+            self.n += 1
+            self.rows = []
+        self.t0 = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+def _quiet_ray_logs() -> None:
+    """Ray's Python loggers print progress and deprecation notes to sys.stderr: ours only."""
+    if os.environ.get("MER_DEBUG"):
+        return
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def start_ray(address: str | None, num_cpus: int | None):
+    import ray
+    import ray.data  # noqa: F401  (sets up Ray Data's loggers, which _quiet_ray_logs then quiets)
+
+    kwargs = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    if address is None:  # a fresh local Ray, even when RAY_ADDRESS points elsewhere
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
+    else:
+        ray.init(address=address, **kwargs)
+    _quiet_ray_logs()
+    return ray
+
+
+def pool_size(resources: dict, actors: int | None, cpus: int | None, gpus: float) -> tuple[int, int]:
+    """(actors, CPUs per actor): with N actors on C CPUs each gets max(1, C // N) CPUs and as many
+    ONNX Runtime threads; by default, one actor per CPU (per `gpus` GPUs when they are asked for)."""
+    total_cpus = max(1, int(resources.get("CPU", 1)))
+    if actors is None:
+        if gpus > 0:
+            actors = max(1, int(resources.get("GPU", 0) // gpus))
+        else:
+            actors = max(1, total_cpus // (cpus or 1))
+    if cpus is None:
+        cpus = max(1, total_cpus // actors)
+    return actors, cpus
+
+
+def run_pipeline(ray, rows: list[dict], actor_args: tuple, actors: int, cpus: int, gpus: float,
+                 actor_cls=RecognizerActor) -> Iterator[dict]:
+    """Ray Data: rows -> actor pool -> one result row per file, streamed in completion order.
+    A file whose task failed even after a retry (its worker died on it) comes back as failed."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty() and not os.environ.get("MER_BATCH_NO_PROGRESS")
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    ctx.max_errored_blocks = -1          # a block that fails for good is left out, not fatal...
+    ctx.actor_init_retry_on_errors = False
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
+    options = dict(fn_constructor_args=actor_args, batch_size=1, batch_format="numpy",
+                   compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1), num_cpus=cpus, num_gpus=gpus or None)
+    try:
+        with warnings.catch_warnings():  # Ray 2.5x: "ray_remote_args is deprecated" (no named form yet)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # ...after one retry (a crash in a native decoder); Ray Data's default retries forever.
+            ds = ds.map_batches(actor_cls, **options, max_task_retries=1)
+    except TypeError:  # a Ray that no longer takes free remote args
+        ds = ds.map_batches(actor_cls, **options)
+    returned = set()
+    for row in ds.iter_rows():
+        returned.add(str(row["name"]))
+        yield {"name": str(row["name"]), "status": str(row["status"]), "lines": str(row["lines"])}
+    for row in rows:  # ...and recorded here
+        if row["name"] not in returned:
+            yield {"name": row["name"], "status": "failed",
+                   "lines": json.dumps({"file": row["name"], "error": "the worker reading it died "
+                                        "(a crash in a native library?)"}, ensure_ascii=False) + "\n"}
+
+
+def _model_error(exc: BaseException) -> str | None:
+    """The one-line reason when an actor could not load the model (raised inside Ray)."""
+    from .errors import MerError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MerError):
+            return str(exc)
+        cause = getattr(exc, "cause", None)
+        exc = cause if isinstance(cause, BaseException) else (exc.__cause__ or exc.__context__)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", required=False)
+@click.option("--out", "out_dir", help="Folder for the records (made if missing); a re-run skips what it holds.")
+@click.option("--address", help="A running Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: a local Ray).")
+@click.option("--format", "fmt", type=click.Choice(("jsonl", "parquet")), default="jsonl", show_default=True,
+              help="DIR/results.jsonl, or DIR/part-*.parquet.")
+@click.option("--timeline", is_flag=True, help="One record per window over each whole recording.")
+@click.option("--hop", type=float, help="--timeline: seconds between windows (default 0.96).")
+@click.option("--model", "model_path", help="ONNX model file or TensorRT engine, readable on every node "
+                                            "(default: the bundled model).")
+@click.option("--fusion", type=click.Choice(("lt", "it", "ia")), help="Use the bundled model of this fusion.")
+@click.option("--backend", type=click.Choice(("auto", "cpu", "cuda", "tensorrt")), default="auto",
+              show_default=True, help="Execution backend in each actor.")
+@click.option("--actors", type=click.IntRange(min=1), help="Actors in the pool, each with one recogniser "
+                                                           "(default: one per CPU, or per --gpus-per-actor GPUs).")
+@click.option("--cpus-per-actor", type=click.IntRange(min=1), help="CPUs each actor reserves, and its ONNX "
+                                                                   "Runtime threads (default: CPUs // actors).")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs each actor reserves (a fraction shares one GPU).")
+@click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray (default: all); not with --address.")
+def main(source, out_dir, address, fmt, timeline, hop, model_path, fusion, backend, actors, cpus_per_actor,
+         gpus_per_actor, num_cpus) -> None:
+    """Recognise the emotion in every file of SOURCE, a folder or a manifest (one path or URL per
+    line), on Ray Data: a pool of actors, one recogniser each, the same records as mer-infer."""
+    from .cli import _route_native_stderr_away
+
+    _route_native_stderr_away()  # native libraries' INFO lines (Ray's core worker, LiteRT) off stderr
+    if not os.environ.get("MER_DEBUG"):
+        # mer-batch writes nothing to stdout; Ray's driver prints its raylet's notes there (a worker
+        # that died, say) with no switch to turn them off. A failed file is our own stderr line.
+        sys.stdout = open(os.devnull, "w")
+    if not source:
+        raise click.UsageError("give a folder or a manifest")
+    if not out_dir:
+        raise click.UsageError("give --out DIR")
+    if model_path is not None and fusion:
+        raise click.UsageError("give --model or --fusion, not both")
+    if hop is not None and not timeline:
+        raise click.UsageError("--hop needs --timeline")
+    if hop is not None and not 0.04 <= hop <= 3600:
+        raise click.UsageError(f"--hop must be between 0.04 and 3600 seconds, got {hop}")
+    if num_cpus is not None and address:
+        raise click.UsageError("--num-cpus sizes a local Ray: not with --address")
+    code = run(source, Path(out_dir), address, fmt, timeline, hop, model_path, fusion, backend, actors,
+               cpus_per_actor, gpus_per_actor, num_cpus)
+    sys.exit(code)
+
+
+def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, actors, cpus_per_actor,
+        gpus_per_actor, num_cpus) -> int:
+    from .errors import ModelError, printable
+    from .recognizer import bundled_model
+
+    try:
+        files = source_files(source)
+    except _UsageError as exc:
+        _say("error", str(exc))
+        return 2
+    try:
+        if model_path is not None:
+            if not model_path.strip():
+                raise ModelError("", "empty model path (--model \"\")")
+            if address is None and not os.path.isfile(model_path):
+                raise ModelError(model_path, "no such file")
+            model = os.path.abspath(model_path) if os.path.exists(model_path) else model_path
+        else:
+            model = str(bundled_model(fusion or "ia"))
+    except ModelError as exc:
+        _say("error", str(exc))
+        return 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        whole, done_windows = recorded(existing_records(out, fmt))
+        writer = JsonlWriter(out) if fmt == "jsonl" else ParquetWriter(out)
+    except ImportError as exc:
+        _say("error", f"--format parquet needs pyarrow (pip install 'mer[scale]'): {exc}")
+        return 2
+    except OSError as exc:
+        _say("error", f"cannot write output: {exc.filename or out}: {exc.strerror}")
+        return 2
+
+    from .source import is_url
+
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    rows = []
+    for name in files:
+        if not timeline and name in whole:
+            counts["skipped"] += 1
+            continue
+        path = name if is_url(name) else os.path.abspath(name)  # workers need not share our cwd
+        rows.append({"path": path, "name": name, "recorded": json.dumps(sorted(done_windows.get(name, ())))})
+
+    interrupted = False
+    code = 0
+    try:
+        if rows:
+            try:
+                ray = start_ray(address, num_cpus)
+            except ImportError as exc:
+                _say("error", f"mer-batch needs Ray Data (pip install 'mer[scale]'): {exc}")
+                return 2
+            except Exception as exc:
+                if os.environ.get("MER_DEBUG"):
+                    raise
+                _say("error", f"cannot start or reach Ray ({type(exc).__name__}: {_first_line(exc)})")
+                return 2
+            # Ctrl-C: stop consuming, keep what is written, shut Ray down.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                n, cpus = pool_size(ray.cluster_resources(), actors, cpus_per_actor, gpus_per_actor)
+                args = (model, backend, cpus, timeline, hop)
+                for result in run_pipeline(ray, rows, args, n, cpus, gpus_per_actor):
+                    if result["lines"]:
+                        writer.write(result["lines"])
+                    counts[result["status"]] += 1
+                    if result["status"] == "failed":
+                        for line in result["lines"].splitlines():
+                            _say("error", f"{printable(result['name'])}: {json.loads(line)['error']}")
+            finally:
+                ray.shutdown()
+    except KeyboardInterrupt:
+        interrupted = True
+        code = 130
+    except OSError as exc:
+        _say("error", f"cannot write output: {exc.strerror or type(exc).__name__}")
+        code = 2
+    except Exception as exc:
+        if os.environ.get("MER_DEBUG"):
+            raise
+        reason = _model_error(exc)
+        _say("error", reason or f"the Ray pipeline failed ({type(exc).__name__}: {_first_line(exc)}); "
+                                "set MER_DEBUG=1 for Ray's logs and traceback")
+        code = 2
+    finally:
+        try:
+            writer.close()
+        except OSError as exc:
+            _say("error", f"cannot write output: {exc.strerror or type(exc).__name__}")
+            code = 2
+    _say("summary", f"{counts['done']} done, {counts['skipped']} skipped (already recorded), "
+                    f"{counts['failed']} failed{' (interrupted)' if interrupted else ''}")
+    if code:
+        return code
+    return 1 if counts["failed"] else 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+if __name__ == "__main__":
+    main()
