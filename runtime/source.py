@@ -155,8 +155,8 @@ def _stat_reason(path: str) -> str | None:
     return None
 
 
-def is_url(source: str) -> bool:
-    return source.lower().startswith(URL_SCHEMES)
+def is_url(source) -> bool:
+    return isinstance(source, str) and source.lower().startswith(URL_SCHEMES)
 
 
 def ffmpeg_reason(exc: Exception) -> str:
@@ -165,9 +165,10 @@ def ffmpeg_reason(exc: Exception) -> str:
 
 
 def open_container(source: str, name: str | None = None, options: dict | None = None, fmt: str | None = None):
-    """An av InputContainer for a file path, '-' (stdin), a FIFO, a URL or a device. Raises InputError."""
-    name = name or source
-    if source != "-" and not is_url(source) and fmt is None:
+    """An av InputContainer for a file path, '-' (stdin), a FIFO, a URL, a device, or a binary
+    file object (bytes a service receives). Raises InputError."""
+    name = name or str(source)
+    if isinstance(source, str) and source != "-" and not is_url(source) and fmt is None:
         reason = _stat_reason(source)
         if reason:
             raise InputError(name, reason)
@@ -282,8 +283,9 @@ class MediaSource:
 
     def __init__(self, source: str | Path, spec: FeatureSpec, *, name: str | None = None,
                  realtime: bool = False, fmt: str | None = None, options: dict | None = None):
-        self.source, self.spec, self.realtime = str(source), spec, realtime
-        self.name = name or self.source
+        self.source = source if hasattr(source, "read") else str(source)  # a path, URL, '-', or a file object
+        self.spec, self.realtime = spec, realtime
+        self.name = name or str(self.source)
         self._fmt, self._options = fmt, options
         self.container = open_container(self.source, self.name, options, fmt)
         c = self.container
@@ -293,7 +295,8 @@ class MediaSource:
             c.close()
             raise InputError(self.name, "has no audio or video stream" + (" (only cover art)" if c.streams.video else ""))
         rate = self.vstream.average_rate or self.vstream.guessed_rate if self.vstream is not None else None
-        seekable = self.source != "-" and not is_url(self.source) and os.path.isfile(self.source)
+        seekable = isinstance(self.source, str) and self.source != "-" and not is_url(self.source) \
+            and os.path.isfile(self.source)
         self.info = MediaInfo(self.name, _duration(c), self.vstream is not None, self.astream is not None,
                               float(rate) if rate else None, seekable)
         if self.info.duration is None:
@@ -558,10 +561,12 @@ class MergedSource:
         self.audio.close()
 
 
-def open_live(source: str, spec: FeatureSpec, *, realtime: bool = False, t0: float | None = None):
+def open_live(source, spec: FeatureSpec, *, realtime: bool = False, t0: float | None = None):
     """A live source by name: a camera ("0", "/dev/video0"), a microphone ("mic" = ALSA's default,
     "alsa:hw:1"), both ("0+mic"), a URL, "-" (stdin), a FIFO, or a file (paced with `realtime`)."""
     t0 = time.perf_counter() if t0 is None else t0
+    if hasattr(source, "read"):  # a stream of bytes (a service's live upload)
+        return MediaSource(source, spec, name="stream")
     if "+" in source and not is_url(source) and not os.path.exists(source):
         video, audio = source.split("+", 1)
         return MergedSource(open_live(video, spec, t0=t0), open_live(audio, spec, t0=t0))
