@@ -201,6 +201,8 @@ def window_inputs(events: Iterable[Frame | Audio | End], info: MediaInfo, window
             else:  # an endless grid stops at the last window the data fills (or the first window)
                 data_end = max(event.video_end or 0.0, (event.audio_end or 0) / spec.sample_rate)
                 open_until(max(0.0, data_end - spec.window_s + 1e-6))
+                while len(open_) > 1 and open_[-1].window.end > data_end + spec.window_s / spec.frames:
+                    open_.pop()
         while open_ and ready(open_[0]):
             entry = open_.popleft()
             for target in entry.targets:

@@ -2,7 +2,6 @@
 face detector, reused for every input (make it once, call it many times)."""
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -129,7 +128,9 @@ class Recognizer:
         hop = self._hop(hop)
         self._warm_up(path)
         source = MediaSource(path, self.spec)
-        plan = windows.timeline(source.info.duration, self.spec, hop)
+        # Unknown length (a stream recorded live, a pipe): the hop grid until the data ends.
+        plan = windows.timeline(source.info.duration, self.spec, hop) if source.info.duration \
+            else windows.Endless(self.spec, hop)
         make = lambda: source.events(plan)  # noqa: E731
         events = in_background(make) if threaded else make()
         try:
@@ -149,7 +150,7 @@ class Recognizer:
         source = open_live(spec_or_source, self.spec, realtime=realtime)
         info = source.info
         plan = windows.timeline(info.duration, self.spec, hop) if info.duration and not source.endless \
-            else (windows.grid(k, self.spec, hop) for k in itertools.count())
+            else windows.Endless(self.spec, hop)
         events = in_background(lambda: source.events(plan))
         try:
             for result in self._run(window_inputs(events, info, plan, self.spec, self._fresh_cropper,

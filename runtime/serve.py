@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None):
     async def lifespan(app):
         loop = asyncio.get_running_loop()
         # Load the model once in every worker thread before saying ready: a bad model fails here.
-        await asyncio.gather(*(loop.run_in_executor(workers.pool, workers.recognizer)
+        # The face detector too (~0.7 s): made later, it would stall the first live window.
+        await asyncio.gather(*(loop.run_in_executor(workers.pool, lambda: workers.recognizer().cropper)
                                for _ in range(settings.threads)))
         state["ready"] = True
         yield
@@ -152,20 +153,18 @@ def create_app(settings: Settings | None = None):
         endpoint = "recognize"
         if hop is not None and not 0.04 <= hop <= 3600:
             return error(422, f"hop must be between 0.04 and 3600 seconds, got {hop}", endpoint)
-        try:
-            slot = _admit(state, settings)
-        except _Rejected as exc:
-            return error(exc.status, exc.reason, endpoint, exc.headers)
-        metrics.in_flight.inc()
         folder = tempfile.TemporaryDirectory(prefix="mer-upload-")
         try:
+            # The upload first: a slow client holds a connection (uvicorn bounds those), not a worker.
             path, name = await _receive(request, Path(folder.name), settings)
+            slot = _admit(state, settings)
         except _Rejected as exc:
-            _release(state, slot, metrics, folder)
+            folder.cleanup()
             return error(exc.status, exc.reason, endpoint, exc.headers)
-        except Exception:  # the client went away mid-upload: nothing is left behind
-            _release(state, slot, metrics, folder)
+        except BaseException:  # the client went away mid-upload: nothing is left behind
+            folder.cleanup()
             raise
+        metrics.in_flight.inc()
         loop = asyncio.get_running_loop()
         if not timeline:
             try:
@@ -481,8 +480,10 @@ def main() -> None:
             raise click.ClickException("mer-serve needs the [serve] extra: pip install 'mer[serve]'") from None
         settings = Settings(model, backend, threads, workers, queue_size, max_mb, max_seconds, timeout_s)
         os.environ["MER_SERVE_SETTINGS"] = json.dumps(asdict(settings))
+        # Connections beyond this get uvicorn's own 503: uploads in progress are bounded too.
+        connections = 4 * (threads + queue_size) + 8
         uvicorn.run("mer.runtime.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", timeout_graceful_shutdown=10)
+                    log_level="warning", timeout_graceful_shutdown=10, limit_concurrency=connections)
 
     run()
 

@@ -31,6 +31,7 @@ from .errors import InputError
 from .spec import FeatureSpec
 from .window import Window, audio_start, frame_step
 
+SKIPPABLE_CODECS = {"h264", "hevc"}
 # A single window seeks this far before its start: the keyframe at or before that point, and
 # audio packets stored a little after the video ones, still precede the window.
 SEEK_MARGIN_S = 0.5
@@ -345,7 +346,11 @@ class MediaSource:
         last = windows[-1] if isinstance(windows, list) and windows else None
         audio_needed_to = audio_start(last, spec) + spec.n_samples if last is not None and stop_when_covered else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=spec.sample_rate) if as_ is not None else None
-        fdur = 1.0 / self.info.fps if self.info.fps else None
+        # Per-packet skipping only where it is known to be exact: H.264/HEVC B-frames at a sane rate
+        # (other decoders, VP8 among them, treat skip_frame differently and would drop frames).
+        skippable = vs is not None and vs.codec_context.name in SKIPPABLE_CODECS and \
+            self.info.fps is not None and 1 <= self.info.fps <= 240
+        fdur = 1.0 / self.info.fps if skippable else None
         state = {"audio_next": None, "errors": 0, "pace0": None}
         arrivals: dict[int, float] = {}
         buf: list = []  # events of this step; held back while a seek may still prove late
@@ -356,11 +361,11 @@ class MediaSource:
 
         def on_video(frames, now):
             for frame in frames:
-                t = frame.time - self.origin if frame.time is not None else sampler.count * (fdur or 0.04)
+                t = frame.time - self.origin if frame.time is not None else sampler.count * (fdur or 1 / 30)
                 arrival = arrivals.pop(frame.pts, now) if frame.pts is not None else now
                 if check_late and sampler.first_t is None:
                     first = clock.first()
-                    if first is not None and t > first + (fdur or 0.04):
+                    if first is not None and t > first + (fdur or 1 / 30):
                         raise _LateSeek
                 event = sampler.push(frame, t, arrival)
                 if event is not None:
@@ -450,6 +455,19 @@ class MediaSource:
             time.sleep(due - now)
             now = time.perf_counter()
         return pace0, now
+
+
+LIVE_PROBE = {"probesize": "65536", "analyzeduration": "1000000", "fflags": "nobuffer"}
+
+
+class _Unseekable:
+    """A pipe's file object as FFmpeg should see it: read only (no seek to try and fail)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        return self.raw.read(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,7 +584,9 @@ def open_live(source, spec: FeatureSpec, *, realtime: bool = False, t0: float | 
     "alsa:hw:1"), both ("0+mic"), a URL, "-" (stdin), a FIFO, or a file (paced with `realtime`)."""
     t0 = time.perf_counter() if t0 is None else t0
     if hasattr(source, "read"):  # a stream of bytes (a service's live upload)
-        return MediaSource(source, spec, name="stream")
+        # Probe little before the first frames come out: the defaults (5 MB, 5 s) would hold a
+        # browser's 1.5 Mb/s stream for half a minute before the first window.
+        return MediaSource(_Unseekable(source), spec, name="stream", options=LIVE_PROBE)
     if "+" in source and not is_url(source) and not os.path.exists(source):
         video, audio = source.split("+", 1)
         return MergedSource(open_live(video, spec, t0=t0), open_live(audio, spec, t0=t0))
@@ -575,4 +595,6 @@ def open_live(source, spec: FeatureSpec, *, realtime: bool = False, t0: float | 
     if source == "mic" or source.startswith("alsa:"):
         device = "default" if source == "mic" else source[5:]
         return _ArrivalClocked(MediaSource(device, spec, name=source, fmt="alsa"), t0)
+    if source == "-":
+        return MediaSource(source, spec, options=LIVE_PROBE)
     return MediaSource(source, spec, realtime=realtime)

@@ -80,3 +80,17 @@ def timeline(duration: float | None, spec: FeatureSpec, hop: float) -> list[Wind
 def grid(k: int, spec: FeatureSpec, hop: float) -> Window:
     """Window k of a live source (unknown end): the hop grid from 0."""
     return Window(k * hop, k * hop + spec.window_s)
+
+
+class Endless:
+    """The hop grid from 0 without end (a live source, a stream of unknown length). Iterable any
+    number of times, each from the start: the decoder and the engine walk it independently."""
+
+    def __init__(self, spec: FeatureSpec, hop: float):
+        self.spec, self.hop = spec, hop
+
+    def __iter__(self):
+        k = 0
+        while True:
+            yield grid(k, self.spec, self.hop)
+            k += 1
