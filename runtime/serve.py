@@ -108,12 +108,14 @@ def create_app(settings: Settings | None = None):
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
     settings = settings or Settings.from_env()
-    state: dict = {"ready": False, "waiting": 0}
-    metrics = _Metrics()
-    workers = _Workers(settings)
+    # Everything with threads or locks is made at startup, not here: Ray Serve pickles the app
+    # to ship it to its replicas.
+    state: dict = {"ready": False, "waiting": 0, "workers": None, "metrics": None}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        state["metrics"], state["workers"] = _Metrics(), _Workers(settings)
+        workers = state["workers"]
         loop = asyncio.get_running_loop()
         # Load the model once in every worker thread before saying ready: a bad model fails here.
         # The face detector too (~0.7 s): made later, it would stall the first live window.
@@ -126,15 +128,15 @@ def create_app(settings: Settings | None = None):
     app = FastAPI(title="mer", lifespan=lifespan)
 
     def error(status: int, reason: str, endpoint: str, headers: dict | None = None):
-        metrics.requests.labels(endpoint, str(status)).inc()
-        metrics.errors.labels(_reason_key(reason)).inc()
+        state["metrics"].requests.labels(endpoint, str(status)).inc()
+        state["metrics"].errors.labels(_reason_key(reason)).inc()
         return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
     @app.get("/healthz")
     async def healthz():
         if not state["ready"]:
             return JSONResponse({"status": "loading"}, status_code=503)
-        rec = workers.made[0]
+        rec = state["workers"].made[0]
         return {"status": "ok", "model": rec.info.fusion, "backend": rec._model.backend_name,
                 "threads": settings.threads, "settings": asdict(settings)}
 
@@ -142,7 +144,7 @@ def create_app(settings: Settings | None = None):
     async def prometheus():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(generate_latest(state["metrics"].registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
@@ -164,29 +166,29 @@ def create_app(settings: Settings | None = None):
         except BaseException:  # the client went away mid-upload: nothing is left behind
             folder.cleanup()
             raise
-        metrics.in_flight.inc()
+        state["metrics"].in_flight.inc()
         loop = asyncio.get_running_loop()
         if not timeline:
             try:
                 record = await asyncio.wait_for(
-                    loop.run_in_executor(workers.pool, _predict, workers, path, name, settings), settings.timeout_s)
+                    loop.run_in_executor(state["workers"].pool, _predict, state["workers"], path, name, settings), settings.timeout_s)
             except asyncio.TimeoutError:
-                _release(state, slot, metrics, folder)
+                _release(state, slot, state["metrics"], folder)
                 return error(504, f"took longer than this server's limit of {settings.timeout_s:g} s", endpoint)
             except _Rejected as exc:
-                _release(state, slot, metrics, folder)
+                _release(state, slot, state["metrics"], folder)
                 return error(exc.status, exc.reason, endpoint)
-            _release(state, slot, metrics, folder)
-            metrics.observe(record)
-            metrics.requests.labels(endpoint, "200").inc()
+            _release(state, slot, state["metrics"], folder)
+            state["metrics"].observe(record)
+            state["metrics"].requests.labels(endpoint, "200").inc()
             return JSONResponse(record)
         # Timeline: the first window decides the status (errors before it are 4xx), then NDJSON.
         records: queue.Queue = queue.Queue(maxsize=16)
         stop = threading.Event()
-        loop.run_in_executor(workers.pool, _timeline, workers, path, name, hop, settings, records, stop)
+        loop.run_in_executor(state["workers"].pool, _timeline, state["workers"], path, name, hop, settings, records, stop)
         first = await loop.run_in_executor(None, records.get)
         if isinstance(first, _Rejected) or first is None:
-            _release(state, slot, metrics, folder)
+            _release(state, slot, state["metrics"], folder)
             reason = first.reason if first is not None else "no window to recognise in it"
             return error(first.status if first is not None else 422, reason, endpoint)
 
@@ -197,15 +199,15 @@ def create_app(settings: Settings | None = None):
                     if isinstance(item, _Rejected):
                         yield json.dumps({"error": item.reason}) + "\n"
                         break
-                    metrics.observe(item)
+                    state["metrics"].observe(item)
                     yield json.dumps(item) + "\n"
                     item = await loop.run_in_executor(None, records.get)
             finally:
                 stop.set()
                 _drain(records)
-                _release(state, slot, metrics, folder)
+                _release(state, slot, state["metrics"], folder)
 
-        metrics.requests.labels(endpoint, "200").inc()
+        state["metrics"].requests.labels(endpoint, "200").inc()
         return StreamingResponse(stream(), media_type="application/x-ndjson")
 
     @app.websocket("/v1/live")
@@ -217,13 +219,13 @@ def create_app(settings: Settings | None = None):
             await ws.send_json({"error": exc.reason})
             await ws.close(code=1013)  # try again later
             return
-        metrics.in_flight.inc()
+        state["metrics"].in_flight.inc()
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
         out: queue.Queue = queue.Queue(maxsize=64)
         stop = threading.Event()
-        job = loop.run_in_executor(workers.pool, _live, workers, reader, hop, out, stop)
+        job = loop.run_in_executor(state["workers"].pool, _live, state["workers"], reader, hop, out, stop)
 
         async def pump_in():
             try:
@@ -249,7 +251,7 @@ def create_app(settings: Settings | None = None):
                 if isinstance(item, _Rejected):
                     await ws.send_json({"error": item.reason})
                     break
-                metrics.observe(item)
+                state["metrics"].observe(item)
                 await ws.send_json(item)
         except (WebSocketDisconnect, RuntimeError):
             pass
@@ -263,8 +265,8 @@ def create_app(settings: Settings | None = None):
                 await job
             with contextlib.suppress(OSError):
                 reader.close()
-            _release(state, slot, metrics, None)
-            metrics.requests.labels("live", "101").inc()
+            _release(state, slot, state["metrics"], None)
+            state["metrics"].requests.labels("live", "101").inc()
             with contextlib.suppress(RuntimeError):
                 await ws.close()
 
