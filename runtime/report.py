@@ -50,19 +50,23 @@ def csv_row(record: dict) -> dict:
 
 
 class CsvWriter:
-    """One row per window, flushed as it comes (a killed run keeps every finished row)."""
+    """One row per window, flushed as it comes (a killed run keeps every finished row). The file
+    is created at the first row, so an input that fails leaves an existing file untouched."""
 
     def __init__(self, path: Path):
-        self.file = open(path, "w", newline="", encoding="utf-8")
-        self.writer = csv.DictWriter(self.file, CSV_COLUMNS)
-        self.writer.writeheader()
+        self.path, self.file, self.writer = Path(path), None, None
 
     def write(self, record: dict) -> None:
+        if self.file is None:
+            self.file = open(self.path, "w", newline="", encoding="utf-8")
+            self.writer = csv.DictWriter(self.file, CSV_COLUMNS)
+            self.writer.writeheader()
         self.writer.writerow(csv_row(record))
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def plot(records: list[dict], path: Path, title: str = "") -> None:
