@@ -17,8 +17,9 @@ Output. The driver writes the records under DIR, so a run killed at any moment k
 finished, and a re-run skips it (a file with a record that is not an error; with `--timeline`,
 each recorded window):
 
-- `jsonl` (default): DIR/results.jsonl, the very records `mer-infer --out` writes (same keys,
-  same values, one JSON object per line), appended and flushed file by file.
+- `jsonl` (default): DIR/results.jsonl, the records `mer-infer --out` writes (same keys, same
+  values but the run's own timings), appended and flushed file by file; `mer-infer DIR --out
+  DIR2/results.jsonl` and `mer-batch DIR --out DIR2` resume each other's runs.
 - `parquet`: DIR/part-<run>-<n>.parquet, one part per 256 records or per minute, each written
   under a hidden name and renamed when complete (a killed run leaves no broken part). Columns are
   the record's keys, nested ones kept as structs (`probabilities.happy`, `timings_ms.total`,
@@ -27,8 +28,9 @@ each recorded window):
 
 A file that cannot be read is a record `{"file": F, "error": reason}` (the same as `mer-infer
 --out`) plus one line on stderr, and the run goes on; so is a file whose worker process died
-while reading it (a crash in a native decoder), after one retry. Exit status: 0, or 1 when a
-file failed, 2 for a usage, model or output error, 130 when interrupted.
+while reading it (a crash in a native decoder: see run_pipeline). A model that does not load
+stops the run with its one-line reason. Exit status: 0, or 1 when a file failed, 2 for a usage,
+model or output error, 130 when interrupted.
 
 Ray is imported inside functions only: `import mer.runtime` stays light.
 """
@@ -41,21 +43,29 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import click
+
+from .report import ends_mid_line, read_jsonl, recorded
 
 PROG = "mer-batch"
 JSONL_NAME = "results.jsonl"
 PART_ROWS = 256          # a Parquet part every this many records...
 PART_SECONDS = 60.0      # ...or this often, whichever comes first
 MAX_BLOCKS = 20_000      # one file per Ray Data block (per task) up to this many files
+IN_FLIGHT = 2            # files handed to an actor at once: the next one is ready when it finishes
+CPUS_PER_ACTOR = 2       # default: the engine overlaps decoding with faces and model (2 threads)
 
 
 class _UsageError(Exception):
     pass
+
+
+class ActorModelError(Exception):
+    """A ModelError raised in an actor, in a form Ray can carry back (one message argument)."""
 
 
 def _say(kind: str, message: str) -> None:
@@ -116,28 +126,12 @@ def source_files(source: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # What DIR already holds
-def _ends_mid_line(path: Path) -> bool:
-    with open(path, "rb") as f:
-        if f.seek(0, os.SEEK_END) == 0:
-            return False
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
-
-
 def existing_records(out: Path, fmt: str) -> Iterator[dict]:
     """Records an earlier run wrote under `out` (only the keys resuming needs, for Parquet)."""
     if fmt == "jsonl":
         path = out / JSONL_NAME
-        if not path.exists():
-            return
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill mid-write: its file is done again
-                if isinstance(record, dict):
-                    yield record
+        if path.exists():
+            yield from read_jsonl(path)
     else:
         import pyarrow.parquet as pq
 
@@ -151,21 +145,6 @@ def existing_records(out: Path, fmt: str) -> Iterator[dict]:
             yield from table.select(cols).to_pylist()
 
 
-def recorded(records: Iterable[dict]) -> tuple[set[str], dict[str, set[float]]]:
-    """Whole files done, and timeline windows done (by start, ms) per file: what `mer-infer
-    --out` counts as done (error records do not count, so failed files are tried again)."""
-    whole: set[str] = set()
-    windows: dict[str, set[float]] = {}
-    for record in records:
-        if not record.get("file") or record.get("error") is not None:
-            continue
-        if record.get("timeline"):
-            windows.setdefault(record["file"], set()).add(round(record["window"][0], 3))
-        else:
-            whole.add(record["file"])
-    return whole, windows
-
-
 # ---------------------------------------------------------------------------------------------
 # The actor: one Recognizer per actor, one file per call
 class RecognizerActor:
@@ -174,10 +153,16 @@ class RecognizerActor:
     recorded, --timeline). Output rows, one per file: `name`, `status` (done, skipped, failed),
     `lines` (the file's records as JSON lines)."""
 
-    def __init__(self, model: str, backend: str, threads: int, timeline: bool, hop: float | None):
-        from .recognizer import Recognizer
+    def __init__(self, model: str | None, fusion: str | None, backend: str, threads: int, timeline: bool,
+                 hop: float | None):
+        from .errors import MerError
+        from .recognizer import Recognizer, bundled_model
 
-        self.rec = Recognizer(model, backend=backend, threads=threads)
+        try:  # the bundled model is looked up here: its path on this node, not the driver's
+            self.rec = Recognizer(model if model is not None else bundled_model(fusion or "ia"),
+                                  backend=backend, threads=threads)
+        except MerError as exc:  # the run stops with this one-line reason
+            raise ActorModelError(str(exc)) from None
         self.timeline, self.hop = timeline, hop
 
     def __call__(self, batch: dict) -> dict:
@@ -200,8 +185,8 @@ class RecognizerActor:
             return self.windows(path, name, done)
         except InputError as exc:
             return "failed", [{"file": name, "error": exc.reason}]
-        except ModelError:
-            raise  # the model, not the file: the run stops with its one-line reason
+        except ModelError as exc:  # the model refused this input (non-finite logits): recorded
+            return "failed", [{"file": name, "error": f"model error: {exc.reason}"}]
         except Exception as exc:  # a bug of ours on this file: recorded, and on with the rest
             return "failed", [{"file": name, "error": f"internal error ({type(exc).__name__}: {exc})"}]
 
@@ -230,7 +215,7 @@ class JsonlWriter:
     def __init__(self, out: Path):
         path = out / JSONL_NAME
         self.f = open(path, "a", encoding="utf-8")
-        if _ends_mid_line(path):  # a run killed mid-line: the next record starts on its own line
+        if ends_mid_line(path):  # a run killed mid-line: the next record starts on its own line
             self.f.write("\n")
 
     def write(self, lines: str) -> None:
@@ -295,82 +280,116 @@ class ParquetWriter:
 # ---------------------------------------------------------------------------------------------
 # Ray
 def _quiet_ray_logs() -> None:
-    """Ray's Python loggers print progress and deprecation notes to sys.stderr: ours only."""
+    """Ray's Python loggers and warnings print progress, deprecation and tuning notes to
+    sys.stderr, which is for our own lines."""
     if os.environ.get("MER_DEBUG"):
         return
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"ray\.")  # its deprecation and tuning notes
 
 
 def start_ray(address: str | None, num_cpus: int | None):
+    """(ray, own): a local Ray (num_cpus, default all) or the cluster at `address`; a Ray this
+    process has already initialised (a notebook, the tests) is used as it is (own=False)."""
     import ray
     import ray.data  # noqa: F401  (sets up Ray Data's loggers, which _quiet_ray_logs then quiets)
 
+    if ray.is_initialized():
+        return ray, False
+    _quiet_ray_logs()
     kwargs = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     if address is None:  # a fresh local Ray, even when RAY_ADDRESS points elsewhere
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **kwargs)
     else:
         ray.init(address=address, **kwargs)
     _quiet_ray_logs()
-    return ray
+    return ray, True
 
 
 def pool_size(resources: dict, actors: int | None, cpus: int | None, gpus: float) -> tuple[int, int]:
     """(actors, CPUs per actor): with N actors on C CPUs each gets max(1, C // N) CPUs and as many
-    ONNX Runtime threads; by default, one actor per CPU (per `gpus` GPUs when they are asked for)."""
+    ONNX Runtime threads. By default one actor per CPUS_PER_ACTOR CPUs (on 2 cores, one actor
+    with both: measured faster than two with one each, the engine already keeps two cores busy),
+    or one per `gpus` GPUs when GPUs are asked for."""
     total_cpus = max(1, int(resources.get("CPU", 1)))
     if actors is None:
         if gpus > 0:
             actors = max(1, int(resources.get("GPU", 0) // gpus))
         else:
-            actors = max(1, total_cpus // (cpus or 1))
+            actors = max(1, total_cpus // (cpus or CPUS_PER_ACTOR))
     if cpus is None:
         cpus = max(1, total_cpus // actors)
     return actors, cpus
 
 
-def run_pipeline(ray, rows: list[dict], actor_args: tuple, actors: int, cpus: int, gpus: float,
-                 actor_cls=RecognizerActor) -> Iterator[dict]:
-    """Ray Data: rows -> actor pool -> one result row per file, streamed in completion order.
-    A file whose task failed even after a retry (its worker died on it) comes back as failed."""
+def _pass(ray, rows: list[dict], actor_cls, actor_args: tuple, actors: int, cpus: int, gpus: float,
+          in_flight: int, retries: int, returned: set[str]) -> Iterator[dict]:
+    """One Ray Data pipeline over `rows`; the names that came back are added to `returned`."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = sys.stderr.isatty() and not os.environ.get("MER_BATCH_NO_PROGRESS")
-    ctx.print_on_execution_start = False
-    ctx.enable_auto_log_stats = False
-    ctx.max_errored_blocks = -1          # a block that fails for good is left out, not fatal...
-    ctx.actor_init_retry_on_errors = False
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
-    options = dict(fn_constructor_args=actor_args, batch_size=1, batch_format="numpy",
-                   compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1), num_cpus=cpus, num_gpus=gpus or None)
+    pool = ray.data.ActorPoolStrategy(size=min(actors, len(rows)), max_tasks_in_flight_per_actor=in_flight)
+    options = dict(fn_constructor_args=actor_args, batch_size=1, batch_format="numpy", compute=pool,
+                   num_cpus=cpus, num_gpus=gpus or None)
     try:
         with warnings.catch_warnings():  # Ray 2.5x: "ray_remote_args is deprecated" (no named form yet)
             warnings.simplefilter("ignore", DeprecationWarning)
-            # ...after one retry (a crash in a native decoder); Ray Data's default retries forever.
-            ds = ds.map_batches(actor_cls, **options, max_task_retries=1)
+            ds = ds.map_batches(actor_cls, **options, max_task_retries=retries)
     except TypeError:  # a Ray that no longer takes free remote args
         ds = ds.map_batches(actor_cls, **options)
-    returned = set()
     for row in ds.iter_rows():
         returned.add(str(row["name"]))
         yield {"name": str(row["name"]), "status": str(row["status"]), "lines": str(row["lines"])}
-    for row in rows:  # ...and recorded here
+
+
+def run_pipeline(ray, rows: list[dict], actor_args: tuple, actors: int, cpus: int, gpus: float,
+                 actor_cls=RecognizerActor) -> Iterator[dict]:
+    """Ray Data: rows -> actor pool -> one result row per file, streamed in completion order.
+
+    Each actor has at most IN_FLIGHT files handed to it (the next file waits at the actor, not in
+    the driver's loop). A worker process that dies (a crash in a native decoder) takes the files
+    handed to it along: its tasks are retried once, and a block that still fails is left out
+    rather than failing the run. Files left out are then run again one at a time per actor with
+    no retry, so that only the file that crashes its worker is recorded as failed."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    settings = {"enable_progress_bars": sys.stderr.isatty(), "print_on_execution_start": False,
+                "enable_auto_log_stats": False, "max_errored_blocks": -1,
+                "actor_init_retry_on_errors": False}  # a model that does not load stops the run at once
+    saved = {k: getattr(ctx, k) for k in settings if hasattr(ctx, k)}
+    for k, v in settings.items():
+        setattr(ctx, k, v)
+    try:
+        returned: set[str] = set()
+        yield from _pass(ray, rows, actor_cls, actor_args, actors, cpus, gpus, IN_FLIGHT, 1, returned)
+        left = [row for row in rows if row["name"] not in returned]
+        if left:
+            yield from _pass(ray, left, actor_cls, actor_args, actors, cpus, gpus, 1, 0, returned)
+    finally:
+        for k, v in saved.items():  # a Ray of the caller's (a notebook) gets its context back
+            setattr(ctx, k, v)
+    for row in rows:
         if row["name"] not in returned:
             yield {"name": row["name"], "status": "failed",
-                   "lines": json.dumps({"file": row["name"], "error": "the worker reading it died "
-                                        "(a crash in a native library?)"}, ensure_ascii=False) + "\n"}
+                   "lines": json.dumps({"file": row["name"], "error": "no result came back: the worker reading "
+                                        "it died (a crash in a native library?)"}, ensure_ascii=False) + "\n"}
 
 
 def _model_error(exc: BaseException) -> str | None:
-    """The one-line reason when an actor could not load the model (raised inside Ray)."""
-    from .errors import MerError
-
+    """The one-line reason when an actor could not load or run the model. Ray hands it back
+    wrapped (an ActorDiedError whose text holds the creation task's traceback, or a task error
+    whose cause is ours): found by type along the chain, else by name in the text."""
     seen = set()
+    marker = f"{ActorModelError.__name__}: "
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, MerError):
-            return str(exc)
+        if isinstance(exc, ActorModelError):
+            return str(exc.args[0]) if exc.args else str(exc)
+        for line in str(exc).splitlines():
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
         cause = getattr(exc, "cause", None)
         exc = cause if isinstance(cause, BaseException) else (exc.__cause__ or exc.__context__)
     return None
@@ -398,8 +417,8 @@ def _model_error(exc: BaseException) -> str | None:
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="GPUs each actor reserves (a fraction shares one GPU).")
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray (default: all); not with --address.")
-def main(source, out_dir, address, fmt, timeline, hop, model_path, fusion, backend, actors, cpus_per_actor,
-         gpus_per_actor, num_cpus) -> None:
+def command(source, out_dir, address, fmt, timeline, hop, model_path, fusion, backend, actors, cpus_per_actor,
+            gpus_per_actor, num_cpus) -> None:
     """Recognise the emotion in every file of SOURCE, a folder or a manifest (one path or URL per
     line), on Ray Data: a pool of actors, one recogniser each, the same records as mer-infer."""
     from .cli import _route_native_stderr_away
@@ -421,9 +440,22 @@ def main(source, out_dir, address, fmt, timeline, hop, model_path, fusion, backe
         raise click.UsageError(f"--hop must be between 0.04 and 3600 seconds, got {hop}")
     if num_cpus is not None and address:
         raise click.UsageError("--num-cpus sizes a local Ray: not with --address")
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, handled in run()
     code = run(source, Path(out_dir), address, fmt, timeline, hop, model_path, fusion, backend, actors,
                cpus_per_actor, gpus_per_actor, num_cpus)
     sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: a usage error is one line on stderr and exit status 2."""
+    try:
+        command.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.UsageError as exc:  # also a bad option value (click.BadParameter)
+        _say("error", f"{exc.format_message()} (see {PROG} --help)")
+        sys.exit(2)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(0)
 
 
 def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, actors, cpus_per_actor,
@@ -432,11 +464,6 @@ def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, a
     from .recognizer import bundled_model
 
     try:
-        files = source_files(source)
-    except _UsageError as exc:
-        _say("error", str(exc))
-        return 2
-    try:
         if model_path is not None:
             if not model_path.strip():
                 raise ModelError("", "empty model path (--model \"\")")
@@ -444,8 +471,14 @@ def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, a
                 raise ModelError(model_path, "no such file")
             model = os.path.abspath(model_path) if os.path.exists(model_path) else model_path
         else:
-            model = str(bundled_model(fusion or "ia"))
+            model = None
+            bundled_model(fusion or "ia")  # shipped in this install? (each actor finds its own)
     except ModelError as exc:
+        _say("error", str(exc))
+        return 2
+    try:
+        files = source_files(source)
+    except _UsageError as exc:
         _say("error", str(exc))
         return 2
     try:
@@ -475,7 +508,7 @@ def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, a
     try:
         if rows:
             try:
-                ray = start_ray(address, num_cpus)
+                ray, own = start_ray(address, num_cpus)
             except ImportError as exc:
                 _say("error", f"mer-batch needs Ray Data (pip install 'mer[scale]'): {exc}")
                 return 2
@@ -484,11 +517,9 @@ def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, a
                     raise
                 _say("error", f"cannot start or reach Ray ({type(exc).__name__}: {_first_line(exc)})")
                 return 2
-            # Ctrl-C: stop consuming, keep what is written, shut Ray down.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 n, cpus = pool_size(ray.cluster_resources(), actors, cpus_per_actor, gpus_per_actor)
-                args = (model, backend, cpus, timeline, hop)
+                args = (model, fusion, backend, cpus, timeline, hop)
                 for result in run_pipeline(ray, rows, args, n, cpus, gpus_per_actor):
                     if result["lines"]:
                         writer.write(result["lines"])
@@ -497,8 +528,9 @@ def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, a
                         for line in result["lines"].splitlines():
                             _say("error", f"{printable(result['name'])}: {json.loads(line)['error']}")
             finally:
-                ray.shutdown()
-    except KeyboardInterrupt:
+                if own:
+                    ray.shutdown()
+    except KeyboardInterrupt:  # Ctrl-C: what is written stays, and Ray is shut down
         interrupted = True
         code = 130
     except OSError as exc:
@@ -517,6 +549,8 @@ def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, a
         except OSError as exc:
             _say("error", f"cannot write output: {exc.strerror or type(exc).__name__}")
             code = 2
+    if code == 2 and not any(counts.values()):
+        return 2  # a model or output error before any file: its one line is all
     _say("summary", f"{counts['done']} done, {counts['skipped']} skipped (already recorded), "
                     f"{counts['failed']} failed{' (interrupted)' if interrupted else ''}")
     if code:
@@ -529,5 +563,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else ""
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m mer.runtime.batch: the actors' class from the module, not __main__
+    from mer.runtime.batch import main as _main
+
+    _main()

@@ -111,23 +111,9 @@ def expand(paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
 def _recorded(out: Path) -> tuple[set[str], dict[str, set[float]]]:
     """What an earlier run already wrote to `out`: whole files, and timeline windows by start."""
-    whole: set[str] = set()
-    windows: dict[str, set[float]] = {}
-    if not out.exists():
-        return whole, windows
-    with open(out, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill mid-write: its file is done again
-            if not isinstance(record, dict) or "file" not in record or "error" in record:
-                continue
-            if record.get("timeline"):
-                windows.setdefault(record["file"], set()).add(round(record["window"][0], 3))
-            else:
-                whole.add(record["file"])
-    return whole, windows
+    from .report import read_jsonl, recorded
+
+    return recorded(read_jsonl(out)) if out.exists() else (set(), {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,14 +235,6 @@ def main(paths, model_path, fusion, backend, as_json, timeline, hop, plot_path, 
     _finish(code)
 
 
-def _ends_mid_line(path: str) -> bool:
-    with open(path, "rb") as f:
-        if f.seek(0, os.SEEK_END) == 0:
-            return False
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
-
-
 class _Sinks:
     """Where records go: stdout (table or JSON), --out (JSON lines, appended), --csv."""
 
@@ -266,10 +244,12 @@ class _Sinks:
         self.csv = None
         try:
             if out_path:
+                from .report import ends_mid_line
+
                 self.out = open(out_path, "a", encoding="utf-8")
                 # A run killed mid-line left a partial last line: end it, so that the next record
                 # starts on a line of its own (the partial one is skipped on reading).
-                if _ends_mid_line(out_path):
+                if ends_mid_line(Path(out_path)):
                     self.out.write("\n")
             if csv_path:
                 from .report import CsvWriter

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +107,41 @@ def plot(records: list[dict], path: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results files (JSON lines): what mer-infer --out and mer-batch append to and resume from
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """The records of a JSON-lines file; a line cut by a kill mid-write is skipped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # its file is simply done again
+            if isinstance(record, dict):
+                yield record
+
+
+def recorded(records: Iterable[dict]) -> tuple[set[str], dict[str, set[float]]]:
+    """Whole files done, and timeline windows done (by start) per file. Error records do not
+    count, so failed files are tried again."""
+    whole: set[str] = set()
+    windows: dict[str, set[float]] = {}
+    for record in records:
+        if not record.get("file") or record.get("error") is not None:
+            continue
+        if record.get("timeline"):
+            windows.setdefault(record["file"], set()).add(round(record["window"][0], 3))
+        else:
+            whole.add(record["file"])
+    return whole, windows
+
+
+def ends_mid_line(path: Path) -> bool:
+    """A file whose last line a kill cut short: the next record must start on a new line."""
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
