@@ -288,13 +288,8 @@ class MediaSource:
         self.spec, self.realtime = spec, realtime
         self.name = name or str(self.source)
         self._fmt, self._options = fmt, options
-        self.container = open_container(self.source, self.name, options, fmt)
+        self._open()
         c = self.container
-        self.vstream = video_stream(c)
-        self.astream = c.streams.audio[0] if c.streams.audio else None
-        if self.vstream is None and self.astream is None:
-            c.close()
-            raise InputError(self.name, "has no audio or video stream" + (" (only cover art)" if c.streams.video else ""))
         rate = self.vstream.average_rate or self.vstream.guessed_rate if self.vstream is not None else None
         seekable = isinstance(self.source, str) and self.source != "-" and not is_url(self.source) \
             and os.path.isfile(self.source)
@@ -306,6 +301,14 @@ class MediaSource:
         # A stream with no end in sight (a device, a network stream, a pipe of unknown length)
         # is analysed on the endless hop grid rather than a planned timeline.
         self.endless = fmt is not None or (not seekable and self.info.duration is None) or is_url(self.source)
+
+    def _open(self) -> None:
+        self.container = c = open_container(self.source, self.name, self._options, self._fmt)
+        self.vstream = video_stream(c)
+        self.astream = c.streams.audio[0] if c.streams.audio else None
+        if self.vstream is None and self.astream is None:
+            c.close()
+            raise InputError(self.name, "has no audio or video stream" + (" (only cover art)" if c.streams.video else ""))
 
     def close(self) -> None:
         self.container.close()
@@ -326,8 +329,7 @@ class MediaSource:
         for attempt, margin in enumerate(margins):
             if attempt:  # reopen after a late seek; the last attempt decodes from the start
                 self.container.close()
-                self.__init__(self.source, self.spec, name=self.name, realtime=self.realtime,
-                              fmt=self._fmt, options=self._options)
+                self._open()
             try:
                 yield from self._decode(windows, None if margin is None else first_start - margin, stop_when_covered,
                                         check_late=margin is not None)
