@@ -69,11 +69,9 @@ class ActorModelError(Exception):
 
 
 def _say(kind: str, message: str) -> None:
-    try:
-        sys.stderr.write(f"{PROG}: {kind}: {message}\n")
-        sys.stderr.flush()
-    except OSError:
-        pass
+    from .cli import _say as say
+
+    say(kind, message, PROG)
 
 
 # ---------------------------------------------------------------------------------------------

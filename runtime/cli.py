@@ -46,9 +46,10 @@ def _route_native_stderr_away() -> None:
         pass
 
 
-def _say(kind: str, message: str) -> None:
+def _say(kind: str, message: str, prog: str = "mer-infer") -> None:
+    """One line of ours on stderr (`prog: kind: message`); a closed stderr is not an error."""
     try:
-        sys.stderr.write(f"mer-infer: {kind}: {message}\n")
+        sys.stderr.write(f"{prog}: {kind}: {message}\n")
         sys.stderr.flush()
     except OSError:
         pass
