@@ -107,7 +107,8 @@ def read_manifest(path: str) -> list[str]:
 
 def source_files(source: str) -> list[str]:
     """The files a SOURCE names, in order, without repeats."""
-    from .cli import MEDIA_SUFFIXES, expand
+    from .cli import expand
+    from .source import MEDIA_SUFFIXES
 
     if os.path.isdir(source):
         files, notes = expand((source,))
@@ -434,8 +435,10 @@ def command(source, out_dir, address, fmt, timeline, hop, model_path, fusion, ba
         raise click.UsageError("give --model or --fusion, not both")
     if hop is not None and not timeline:
         raise click.UsageError("--hop needs --timeline")
-    if hop is not None and not 0.04 <= hop <= 3600:
-        raise click.UsageError(f"--hop must be between 0.04 and 3600 seconds, got {hop}")
+    from .window import hop_problem
+
+    if hop is not None and (problem := hop_problem(hop)):
+        raise click.UsageError(f"--{problem}")
     if num_cpus is not None and address:
         raise click.UsageError("--num-cpus sizes a local Ray: not with --address")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, handled in run()

@@ -21,10 +21,6 @@ import click
 
 FUSION_CHOICES = ("lt", "it", "ia")
 BACKEND_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
-MEDIA_SUFFIXES = {
-    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
-    ".3gp", ".ogv", ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif",
-}
 
 
 class _OutputError(Exception):
@@ -87,6 +83,8 @@ def _finish(code: int) -> None:
 def expand(paths: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """Files to do, in order: a folder means every media file under it (recursively, sorted);
     hidden entries and files that are not media by their suffix are skipped and said once."""
+    from .source import MEDIA_SUFFIXES
+
     files, notes = [], []
     for p in paths:
         if p != "-" and os.path.isdir(p):
@@ -196,8 +194,10 @@ def main(paths, model_path, fusion, backend, as_json, timeline, hop, plot_path, 
         raise click.UsageError("--plot and --csv need --timeline (or --live)")
     if hop is not None and not (timeline or live_source):
         raise click.UsageError("--hop needs --timeline or --live")
-    if hop is not None and not 0.04 <= hop <= 3600:
-        raise click.UsageError(f"--hop must be between 0.04 and 3600 seconds, got {hop}")
+    from .window import hop_problem
+
+    if hop is not None and (problem := hop_problem(hop)):
+        raise click.UsageError(f"--{problem}")
 
     from .errors import MerError
     from .recognizer import Recognizer, bundled_model

@@ -17,10 +17,9 @@ from .engine import WindowInputs, clip_inputs, clip_window, in_background, model
 from .errors import InputError, ModelError
 from .faces import FaceCropper
 from .mfcc import mfcc as compute_mfcc
-from .source import MediaSource, open_live, sanitise
+from .source import AUDIO_SUFFIXES, MediaSource, open_live, sanitise
 from .spec import FeatureSpec
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif"}
 DEFAULT_FUSION = "ia"
 FUSIONS = ("lt", "it", "ia")
 
@@ -168,8 +167,9 @@ class Recognizer:
 
     def _hop(self, hop: float | None) -> float:
         hop = windows.default_hop(self.spec) if hop is None else float(hop)
-        if not 0.04 <= hop <= 3600:
-            raise ValueError(f"hop must be between 0.04 and 3600 seconds, got {hop}")
+        problem = windows.hop_problem(hop)
+        if problem:
+            raise ValueError(problem)
         return hop
 
     def _fresh_cropper(self) -> FaceCropper:

@@ -153,8 +153,10 @@ def create_app(settings: Settings | None = None):
     @app.post("/v1/recognize")
     async def recognize(request: Request, timeline: bool = False, hop: float | None = None):
         endpoint = "recognize"
-        if hop is not None and not 0.04 <= hop <= 3600:
-            return error(422, f"hop must be between 0.04 and 3600 seconds, got {hop}", endpoint)
+        from .window import hop_problem
+
+        if hop is not None and (problem := hop_problem(hop)):
+            return error(422, problem, endpoint)
         folder = tempfile.TemporaryDirectory(prefix="mer-upload-")
         try:
             # The upload first: a slow client holds a connection (uvicorn bounds those), not a worker.

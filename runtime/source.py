@@ -31,6 +31,10 @@ from .errors import InputError
 from .spec import FeatureSpec
 from .window import Window, audio_start, frame_step
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif"}
+# What a folder search counts as media (anything else under a folder is skipped and said).
+MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+                  ".flv", ".wmv", ".3gp", ".ogv"} | AUDIO_SUFFIXES
 SKIPPABLE_CODECS = {"h264", "hevc"}
 # A single window seeks this far before its start: the keyframe at or before that point, and
 # audio packets stored a little after the video ones, still precede the window.

@@ -36,6 +36,16 @@ def frame_step(spec: FeatureSpec) -> float:
     return spec.window_s / spec.frames
 
 
+MIN_HOP_S, MAX_HOP_S = 0.04, 3600.0  # a hop below ~one video frame would only repeat windows
+
+
+def hop_problem(hop: float) -> str | None:
+    """Why `hop` cannot step a timeline, or None (one message for the CLI, API and service)."""
+    if not MIN_HOP_S <= hop <= MAX_HOP_S:
+        return f"hop must be between {MIN_HOP_S:g} and {MAX_HOP_S:g} seconds, got {hop:g}"
+    return None
+
+
 def default_hop(spec: FeatureSpec) -> float:
     """The timeline's default hop: 0.96 s by default, the multiple of the face-sample step nearest
     1 s. Windows on that grid sample the same frames as their neighbours (each frame is decoded,
