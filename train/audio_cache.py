@@ -50,9 +50,7 @@ def build_speech_cache(takes: list[Take], spec: FeatureSpec, cache_dir: Path) ->
     audio = np.zeros((len(takes), long_spec.n_samples), np.float32)
     durations = np.zeros(len(takes))
     for i, take in enumerate(tqdm(takes, desc="decoding speech", unit="file")):
-        clip = decode_clip(take.audio, long_spec)
-        audio[i] = clip.audio
-        durations[i] = min(clip.duration or CACHE_S, CACHE_S)
+        audio[i], durations[i] = decode_cached(take.audio, spec)
     cache = SpeechCache(audio, durations, np.array([t.emotion for t in takes]), np.array([t.actor for t in takes]),
                         [t.key for t in takes], spec.sample_rate)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,17 +61,28 @@ def build_speech_cache(takes: list[Take], spec: FeatureSpec, cache_dir: Path) ->
 
 
 def runtime_window(cache: SpeechCache, i: int, spec: FeatureSpec, shift_s: float = 0.0) -> np.ndarray:
-    """The spec's window of take i as the runtime cuts it (window.py), optionally shifted by shift_s.
+    """The spec's window of take i as the runtime cuts it (window.py), optionally shifted by shift_s."""
+    return cut_window(cache.audio[i], float(cache.durations[i]), spec, shift_s)
 
-    The cache holds the take's centred CACHE_S seconds, so cache sample 0 is the take's
-    `centred(duration, long_spec).start`; the runtime's window is placed relative to that."""
-    duration = float(cache.durations[i])
+
+def cut_window(cached: np.ndarray, duration: float, spec: FeatureSpec, shift_s: float = 0.0) -> np.ndarray:
+    """The runtime's window (window.py) of a recording of `duration` s whose centred CACHE_S
+    seconds are `cached`, optionally shifted by shift_s.
+
+    Cache sample 0 is the recording's `centred(duration, long_spec).start`; the runtime's window is
+    placed relative to that."""
     cached_from = windows.audio_start(windows.centred(duration, dataclasses.replace(spec, window_s=CACHE_S)), spec)
     window = windows.centred(duration, spec)
     window = windows.Window(max(0.0, window.start + shift_s), window.end + shift_s)
     first = windows.audio_start(window, spec) - cached_from
-    out = cache.audio[i, max(0, first):max(0, first) + spec.n_samples]
+    out = cached[max(0, first):max(0, first) + spec.n_samples]
     return np.pad(out, (0, spec.n_samples - len(out)))
+
+
+def decode_cached(path: Path, spec: FeatureSpec) -> tuple[np.ndarray, float]:
+    """(the recording's centred CACHE_S seconds at spec's rate, end-padded; its duration capped at CACHE_S)."""
+    clip = decode_clip(path, dataclasses.replace(spec, window_s=CACHE_S))
+    return clip.audio, min(clip.duration or CACHE_S, CACHE_S)
 
 
 def mfcc_batch(cache: SpeechCache, idx: np.ndarray, spec: FeatureSpec, rng: np.random.Generator | None = None,

@@ -35,7 +35,9 @@ def load_checkpoint(path: Path, fusion: str | None = None) -> tuple[MerModel, Fe
         if fusion is not None and blob["config"]["fusion"] != fusion:
             raise ValueError(f"{path}: checkpoint holds a {blob['config']['fusion']!r} model, not {fusion!r}")
         model = MerModel(**blob["config"])
-        model.load_state_dict(blob["state_dict"])
+        missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
+        if unexpected or set(missing) - {"temperature"}:  # checkpoints from before calibration lack it
+            raise ValueError(f"{path}: checkpoint does not fit its own config (missing {missing}, unexpected {unexpected})")
         return model, FeatureSpec.from_json(blob["spec"]), blob["trained_on"]
     if fusion is None:
         raise ValueError(f"{path}: a reference-format checkpoint needs --fusion")

@@ -160,6 +160,91 @@ def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_no
         click.echo(_summary("audio branch, last epoch", [r["test_last_epoch"]["accuracy"] for r in results]))
 
 
+def _views(corpora: tuple[str, ...]):
+    from mer.runtime.spec import DEFAULT_SPEC
+
+    from .speech_corpora import CORPORA, CorpusError, index_corpora
+    from .speech_views import build_views
+
+    try:  # every corpus is indexed so the cache is one; the runs choose among them
+        utterances = index_corpora(data_dir(), CORPORA)
+    except CorpusError as exc:
+        raise click.ClickException(str(exc)) from None
+    return build_views(utterances, DEFAULT_SPEC, RUNS / "cache", log=click.echo)
+
+
+def _corpus_table(rows: dict[str, dict]) -> str:
+    return "\n".join(f"  {name}: accuracy {100 * r['accuracy']:.1f} %, UAR {100 * r['uar']:.1f} % (n = {r['n']})"
+                     for name, r in rows.items())
+
+
+@main.command()
+@click.option("--protocol", type=click.Choice(["ravdess-folds", "loco", "all"]), required=True,
+              help="ravdess-folds: the 5 RAVDESS actor folds, other corpora added to training; loco: leave one "
+                   "corpus out, each in turn; all: one model on every corpus given (scored on the others).")
+@click.option("--corpora", default="ravdess,tess,emodb,urdu,turev", show_default=True,
+              help="Corpora to train on (comma-separated).")
+@click.option("--held-out", default="", help="loco: only these held-out corpora (default: each of --corpora).")
+@mfcc_option
+@norm_option
+@click.option("--epochs", default=20, show_default=True)
+@click.option("--draws", default=4000, show_default=True, help="Utterances drawn per epoch (balanced).")
+@click.option("--threads", default=0, help="torch threads (0: all cores).")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int,
+           threads: int, out: Path) -> None:
+    """Audio branch on several speech corpora: RAVDESS folds, leave-one-corpus-out, or all (resumable)."""
+    import torch
+
+    from .ravdess import PRESETS
+    from .speech_corpora import CORPORA
+    from .train_speech import SpeechRecipe, train_speech
+
+    if threads:
+        torch.set_num_threads(threads)
+    names = tuple(c for c in corpora.split(",") if c)
+    if set(names) - set(CORPORA):
+        raise click.BadParameter(f"unknown corpora {sorted(set(names) - set(CORPORA))}; known: {', '.join(CORPORA)}")
+    views = _views(names)
+    recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws)
+    others = np.flatnonzero(np.isin(views.corpus, [c for c in names if c != "ravdess"]))
+
+    def actors(group) -> list[str]:
+        return [f"ravdess:{a:02d}" for a in group]
+
+    runs: list[tuple[str, np.ndarray, dict[str, np.ndarray], str | None]] = []
+    if protocol == "ravdess-folds":
+        for fold in PRESETS["actors03-24"]:
+            train = np.concatenate([views.where("ravdess", actors(fold.train)), others])
+            runs.append((fold.name, train, {"val": views.where("ravdess", actors(fold.val)),
+                                            "test": views.where("ravdess", actors(fold.test))}, "val"))
+    elif protocol == "loco":
+        for held in [c for c in held_out.split(",") if c] or names:
+            train = np.flatnonzero(np.isin(views.corpus, [c for c in names if c != held]))
+            runs.append((f"without-{held}", train, {"test": views.where(held)}, None))
+    else:
+        train = np.flatnonzero(np.isin(views.corpus, names))
+        runs.append(("all", train, {c: views.where(c) for c in CORPORA if c not in names}, None))
+    results = {}
+    for name, train, evals, select_on in runs:
+        done = out / f"{name}.json"
+        if done.exists():
+            results[name] = json.loads(done.read_text())
+            continue
+        state, result = train_speech(views, train, recipe, evals, select_on, log=lambda line: click.echo(f"{name} {line}"))
+        result.update(name=name, corpora=names, n_train=int(len(train)))
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": state, "input_norm": audio_norm, "n_mfcc": n_mfcc, "fold": name,
+                    "trained_on": names}, out / f"audio-{name}.pt")
+        _write(done, result)  # type: ignore[arg-type]
+        results[name] = result
+        click.echo(f"{name}:\n{_corpus_table(result['scores'])}")
+    if protocol == "ravdess-folds":
+        click.echo(_summary("audio branch, RAVDESS folds", [r["scores"]["test"]["accuracy"] for r in results.values()]))
+        click.echo(_summary("audio branch, RAVDESS folds, last epoch",
+                            [r["last_epoch"]["test"]["accuracy"] for r in results.values()]))
+
+
 def _trunk_state(path: Path) -> dict:
     import torch
 
@@ -185,47 +270,83 @@ def _face_features(trunk_path: Path, size: int):
     return load_or_extract(cache, trunk, sets, size)
 
 
+corpora_option = click.option("--corpora", default="ravdess,tess,emodb,urdu,turev", show_default=True,
+                               help="Speech corpora to train on (comma-separated; RAVDESS actors split by fold).")
+
+
+def _corpora(text: str) -> tuple[str, ...]:
+    from .speech_corpora import CORPORA
+
+    names = tuple(c for c in text.split(",") if c)
+    if not names or set(names) - set(CORPORA):
+        raise click.BadParameter(f"corpora must be among {', '.join(CORPORA)}, got {text!r}")
+    return names
+
+
+def _audio_state(path: Path, n_mfcc: int, audio_norm: str) -> dict:
+    """An audio branch's weights (`mer-train speech` or `mer-train audio`), checked against the recipe."""
+    import torch
+
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no audio branch (run `mer-train speech`, or pass none)")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    got = (blob.get("n_mfcc", n_mfcc), blob.get("input_norm", "none"))
+    if got != (n_mfcc, audio_norm):
+        raise click.ClickException(f"{path}: trained with n_mfcc {got[0]} and norm {got[1]}, not {n_mfcc} and {audio_norm}")
+    return blob["state_dict"]
+
+
+def _fusion_inputs(corpora: str, trunk: Path, recipe):
+    from .pretrain_faces import TFEID_TEST_PERFORMERS
+    from .train_fusion import FacePools
+
+    names = _corpora(corpora)
+    views = _views(names)
+    faces = _face_features(trunk, recipe.face_size)
+    others = np.flatnonzero(np.isin(views.corpus, [c for c in names if c != "ravdess"]))
+    return views, names, others, faces, FacePools.split(faces, TFEID_TEST_PERFORMERS), _trunk_state(trunk)
+
+
 @main.command()
 @click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
-@data_option
-@preset_option
+@corpora_option
 @fold_option
 @mfcc_option
 @norm_option
-@speed_option
 @click.option("--epochs", default=15, show_default=True)
+@click.option("--draws", default=2000, show_default=True, help="Utterances drawn per epoch (balanced).")
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
-@click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "audio", show_default=True,
-              help="Folder of `mer-train audio` fold checkpoints to start each fold's audio branch from "
-                   "(trained on the same fold's training actors); 'none': from scratch.")
+@click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "speech" / "folds", show_default=True,
+              help="Folder of `mer-train speech --protocol ravdess-folds` checkpoints to start each fold's audio "
+                   "branch from (trained on the same fold's training speakers); 'none': from scratch.")
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True)
-def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, speed: float,
-           epochs: int, trunk: Path, audio_init: Path, out: Path) -> None:
-    """A fusion per fold: cached trunk features of still faces paired with speech by emotion."""
-    import torch
+def fusion(fusion: str, corpora: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, draws: int,
+           trunk: Path, audio_init: Path, out: Path) -> None:
+    """A fusion per RAVDESS fold: cached trunk features of still faces paired with speech by emotion.
 
-    from .pretrain_faces import TFEID_TEST_PERFORMERS
-    from .train_fusion import FacePools, FusionRecipe, train_fusion_fold
+    Each fold trains on its training actors plus every speaker of the other corpora, selects on its
+    validation actors and scores its test actors; validation and test logits are kept for calibration."""
+    from .train_fusion import FusionRecipe, SpeechSplit, train_fusion_fold
 
-    spec = _spec(n_mfcc)
-    cache = _speech(data, preset, spec)
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, speed=speed)
-    faces = _face_features(trunk, recipe.face_size)
-    pools = FacePools.split(faces, TFEID_TEST_PERFORMERS)
-    trunk_state = _trunk_state(trunk)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws)
+    views, _, others, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     results = []
-    for fold in _folds(preset, folds):
+    for fold in _folds("actors03-24", folds):
         done = out / fusion / f"{fold.name}.json"
         if done.exists():
             results.append(json.loads(done.read_text()))
             continue
-        audio_state = None
-        if str(audio_init) != "none":
-            ckpt_path = audio_init / f"audio-{fold.name}.pt"
-            if not ckpt_path.is_file():
-                raise click.ClickException(f"{ckpt_path}: no audio branch for this fold (run `mer-train audio`, or pass none)")
-            audio_state = torch.load(ckpt_path, map_location="cpu")["state_dict"]
-        _, result = train_fusion_fold(cache, faces, pools, spec, fold, recipe, trunk_state, audio_state, log=click.echo)
+        audio_state = None if str(audio_init) == "none" else \
+            _audio_state(audio_init / f"audio-{fold.name}.pt", n_mfcc, audio_norm)
+        actors = [f"ravdess:{a:02d}" for a in fold.train]
+        split = SpeechSplit(fold.name, np.concatenate([views.where("ravdess", actors), others]),
+                            views.where("ravdess", [f"ravdess:{a:02d}" for a in fold.val]),
+                            views.where("ravdess", [f"ravdess:{a:02d}" for a in fold.test]))
+        _, result, logits = train_fusion_fold(views, faces, pools, split, recipe, trunk_state, audio_state,
+                                              log=click.echo)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out / fusion / f"{fold.name}-logits.npz",
+                 **{f"{part}_{key}": value for part, d in logits.items() for key, value in d.items()})
         _write(done, result)  # type: ignore[arg-type]
         results.append(result)
         t = result["test"]
@@ -236,6 +357,60 @@ def fusion(fusion: str, data: Path, preset: str, folds: tuple[str, ...], n_mfcc:
     if all("test_last_epoch" in r for r in results):
         click.echo(_summary(f"{fusion} audiovisual, last epoch",
                             [r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results]))
+
+
+@main.command()
+@click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
+@click.option("--runs", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True,
+              help="`mer-train fusion` output: the folds' validation and test logits.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint to write the temperatures into (default: the bundled train/checkpoints/<fusion>.pt).")
+@click.option("--figure", type=click.Path(path_type=Path), default=None, help="Reliability diagram PNG to write.")
+def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | None) -> None:
+    """Fit one temperature per modality condition on the folds' validation actors (last epoch, as
+    shipped), report ECE before and after on validation and test, and fold them into the checkpoint."""
+    import torch
+
+    from .calibrate import ece, fit_temperature, plot_reliability, softmax
+    from .checkpoint import bundled_checkpoint
+    from .fusion import CONDITIONS
+
+    files = sorted((runs / fusion).glob("test*-logits.npz"))
+    if not files:
+        raise click.ClickException(f"{runs / fusion}: no fold logits (run `mer-train fusion --fusion {fusion}` first)")
+    blobs = [np.load(f) for f in files]
+
+    def pooled(part: str, key: str) -> np.ndarray:
+        return np.concatenate([b[f"{part}_{key}"] for b in blobs])
+
+    temps, rows, curves = [], {}, {}
+    for c in CONDITIONS:
+        t = fit_temperature(pooled("last_val", c), pooled("last_val", "labels"))
+        temps.append(t)
+        row = {"temperature": round(t, 4)}
+        for part in ("last_val", "last_test"):
+            logits, labels = pooled(part, c), pooled(part, "labels")
+            row[part] = {"ece_before": ece(softmax(logits), labels), "ece_after": ece(softmax(logits / t), labels),
+                         "accuracy": float((logits.argmax(1) == labels).mean()), "n": int(len(labels)),
+                         "per_fold_ece_after": [ece(softmax(b[f"{part}_{c}"] / t), b[f"{part}_labels"]) for b in blobs]}
+        rows[c] = row
+        curves[c] = (softmax(pooled("last_test", c)), softmax(pooled("last_test", c) / t), pooled("last_test", "labels"))
+        click.echo(f"{c}: T = {t:.3f}; ECE validation {row['last_val']['ece_before']:.3f} -> "
+                   f"{row['last_val']['ece_after']:.3f}, test {row['last_test']['ece_before']:.3f} -> "
+                   f"{row['last_test']['ece_after']:.3f} (n = {row['last_test']['n']})")
+    _write(runs / fusion / "calibration.json", [{"fusion": fusion, "folds": [f.name for f in files], **rows}])
+    if figure is not None:
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        plot_reliability(curves, figure, f"{fusion}: RAVDESS test actors of 5 folds (speech + held-out faces), "
+                                         f"before and after temperature scaling fitted on validation actors")
+        click.echo(f"wrote {figure}")
+    path = checkpoint or bundled_checkpoint(fusion)
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob["state_dict"]["temperature"] = torch.tensor(temps, dtype=torch.float32)
+    blob["calibration"] = rows
+    torch.save(blob, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    click.echo(f"wrote temperatures {[round(t, 3) for t in temps]} into {path}")
 
 
 def _confusion_table(name: str, confusion: np.ndarray) -> str:
@@ -286,46 +461,38 @@ def report(runs: Path) -> None:
 
 @main.command()
 @click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
-@data_option
+@corpora_option
 @mfcc_option
 @norm_option
-@speed_option
 @click.option("--epochs", default=15, show_default=True)
+@click.option("--draws", default=2000, show_default=True, help="Utterances drawn per epoch (balanced).")
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
-@click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "audio" / "audio-all03-24.pt",
-              show_default=True, help="Audio branch to start from (`mer-train audio --all-actors`); 'none': scratch.")
+@click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "speech" / "all" / "audio-all.pt",
+              show_default=True, help="Audio branch to start from (`mer-train speech --protocol all`); 'none': scratch.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: train/checkpoints/<fusion>.pt")
-def ship(fusion: str, data: Path, n_mfcc: int, audio_norm: str, speed: float, epochs: int, trunk: Path,
+def ship(fusion: str, corpora: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int, trunk: Path,
          audio_init: Path, out: Path | None) -> None:
-    """The model to bundle: trained on every actor at hand (03-24) for a fixed number of epochs."""
+    """The model to bundle: trained on every speaker at hand for a fixed number of epochs."""
+    from mer.runtime.spec import DEFAULT_SPEC
+
     from .checkpoint import bundled_checkpoint, save_checkpoint
-    from .pretrain_faces import TFEID_TEST_PERFORMERS
-    from .ravdess import Fold
-    from .train_fusion import FacePools, FusionRecipe, train_fusion_fold
+    from .train_fusion import FusionRecipe, SpeechSplit, train_fusion_fold
 
-    spec = _spec(n_mfcc)
-    cache = _speech(data, "actors03-24", spec)
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, speed=speed)
-    faces = _face_features(trunk, recipe.face_size)
-    pools = FacePools.split(faces, TFEID_TEST_PERFORMERS)
-    actors = tuple(range(3, 25))
-    # No actor is left for selection: the epoch count comes from the cross-validation, and the
-    # final epoch is kept (validation/test rows below are on training actors: not a score).
-    everyone = Fold("all03-24", test=actors, val=actors, train=actors)
-    audio_state = None
-    if str(audio_init) != "none":
-        import torch
-
-        if not audio_init.is_file():
-            raise click.ClickException(f"{audio_init}: no audio branch (run `mer-train audio --all-actors`, or pass none)")
-        audio_state = torch.load(audio_init, map_location="cpu")["state_dict"]
-    model, result = train_fusion_fold(cache, faces, pools, spec, everyone, recipe, _trunk_state(trunk), audio_state,
-                                      log=click.echo, keep_last=True)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws)
+    views, names, _, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
+    everyone = np.flatnonzero(np.isin(views.corpus, names))
+    # No speaker is left for selection: the epoch count comes from the cross-validation, and the
+    # final epoch is kept (the validation/test rows are on training speakers: not a score).
+    split = SpeechSplit("all", everyone, views.where("ravdess"), views.where("ravdess"))
+    audio_state = None if str(audio_init) == "none" else _audio_state(audio_init, n_mfcc, audio_norm)
+    model, result, _ = train_fusion_fold(views, faces, pools, split, recipe, trunk_state, audio_state,
+                                         log=click.echo, keep_last=True)
     out = out or bundled_checkpoint(fusion)
-    trained_on = (f"RAVDESS speech actors 03-24 (16 kHz) paired by emotion with FER+ train and TFEID "
-                  f"performers 01-23 faces; trunk pretrained on FER+ train + TFEID 01-23; audio branch "
-                  f"{'pretrained on RAVDESS 03-24' if audio_state else 'from scratch'}; mer CPU recipe, {epochs} fusion epochs")
-    save_checkpoint(out, model, spec, trained_on, history=result["history"])
+    trained_on = (f"speech: {', '.join(names)} (RAVDESS actors 03-24 only), each utterance under random recording "
+                  f"conditions, paired by emotion with FER+ train and TFEID performers 01-23 faces; trunk pretrained "
+                  f"on FER+ train + TFEID 01-23; audio branch {'pretrained on the same speech' if audio_state else 'from scratch'}; "
+                  f"mer CPU recipe, {epochs} fusion epochs of {draws} draws")
+    save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=n_mfcc), trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 

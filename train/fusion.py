@@ -15,6 +15,8 @@ from .audio_cnn import AudioCNN
 from .efficientface import EfficientFaceTemporal
 
 FUSIONS = ("lt", "it", "ia")
+# Modality conditions, in the order of MerModel.temperature.
+CONDITIONS = ("audiovisual", "audio_only", "video_only")
 E_DIM = 128        # stage-2 width of both branches
 VIDEO_STAGE1 = 64  # stage-1 width of the visual branch
 AUDIO_STAGE1 = 128
@@ -50,6 +52,9 @@ class MerModel(nn.Module):
             self.av1 = Attention(VIDEO_STAGE1, AUDIO_STAGE1, AUDIO_STAGE1, num_heads)
             self.va1 = Attention(AUDIO_STAGE1, VIDEO_STAGE1, VIDEO_STAGE1, num_heads)
         self.classifier_1 = nn.Sequential(nn.Linear(2 * E_DIM, num_classes))
+        # Calibration (train/calibrate.py): logits are divided by a temperature fitted on validation
+        # folds, one per modality condition the runtime can feed. 1.0 = uncalibrated.
+        self.register_buffer("temperature", torch.ones(len(CONDITIONS)))
 
     def config(self) -> dict:
         """Constructor arguments, stored in checkpoints so a model can be rebuilt from one."""
@@ -68,7 +73,16 @@ class MerModel(nn.Module):
         return nn.functional.conv2d(x, self._face_kernel, stride=(f, f * c))
 
     def forward(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
+        logits = self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
+        return logits / self.condition_temperature(faces, mfcc)
+
+    def condition_temperature(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+        """(B, 1) temperature of each sample's condition, read off the inputs the way the runtime
+        marks an absent modality: all-zero faces (no face) or an all-zero MFCC (no audio)."""
+        no_face = faces.reshape(faces.shape[0], -1).amax(1) == 0
+        no_audio = mfcc.reshape(mfcc.shape[0], -1).abs().amax(1) == 0
+        t = self.temperature
+        return torch.where(no_face, t[1], torch.where(no_audio, t[2], t[0]))[:, None]
 
     def forward_features(self, frame_feats: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         """Logits from per-frame trunk features (B * T, 1024) and MFCC (B, n_mfcc, T_a).

@@ -1,10 +1,12 @@
-"""CPU fusion recipe: frozen pretrained face trunk (cached features), RAVDESS speech, modality dropout.
+"""CPU fusion recipe: frozen pretrained face trunk (cached features), multi-corpus speech, modality dropout.
 
-No paired RAVDESS video exists here, so each utterance is paired, afresh every epoch, with a
-still face of the same emotion (calm utterances with neutral faces: faces carry no calm), shown
-as a 15-frame clip of slightly moving views. Faces are split three ways so no evaluation face
-was ever trained on: train = FER+ train + TFEID train performers, validation = FER+ valid,
-test = FER+ test + TFEID test performers. Speakers are split by the fold's actors.
+No paired video exists here, so each utterance is paired, afresh every epoch, with a still face
+of the same emotion (calm utterances with neutral faces: faces carry no calm), shown as a
+15-frame clip of slightly moving views. Faces are split three ways so no evaluation face was
+ever trained on: train = FER+ train + TFEID train performers, validation = FER+ valid,
+test = FER+ test + TFEID test performers. Speakers are split by the caller (RAVDESS actor folds;
+the other corpora's speakers train). Speech is drawn balanced over corpus and class, one random
+recording-condition view per draw (speech_views, train_speech).
 
 Modality dropout ("hard", the exact part of the paper's soft-hard scheme that cached features
 allow): each batch is tripled with (zero MFCC, faces) and (MFCC, no-face faces), where "no face"
@@ -21,13 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mer.runtime.spec import FeatureSpec
-
-from .audio_cache import SpeechCache, mfcc_batch
 from .face_features import FaceFeatures
-from .fusion import MerModel
+from .fusion import CONDITIONS, MerModel
 from .metrics import summarise
-from .ravdess import Fold
+from .speech_views import SpeechViews
+from .train_speech import balanced_weights
 
 
 @dataclasses.dataclass
@@ -39,8 +39,17 @@ class FusionRecipe:
     weight_decay: float = 0.05
     face_size: int = 112
     audio_norm: str = "none"
-    speed: float = 0.0           # speed perturbation of the speech (see audio_cache.mfcc_batch)
+    n_mfcc: int = 10
+    draws: int = 2000            # utterances per epoch (balanced over corpus and class)
     seed: int = 1
+
+
+@dataclasses.dataclass
+class SpeechSplit:
+    name: str
+    train: np.ndarray   # indices into the SpeechViews
+    val: np.ndarray
+    test: np.ndarray
 
 
 @dataclasses.dataclass
@@ -77,22 +86,26 @@ def no_face_feature(model: MerModel) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: MerModel, video: torch.Tensor, audio: np.ndarray, labels: np.ndarray,
-             blank: torch.Tensor) -> dict:
-    """Accuracy with both modalities, audio only (no-face video) and video only (zero MFCC)."""
+def condition_logits(model: MerModel, video: torch.Tensor, audio: np.ndarray, blank: torch.Tensor) -> dict:
+    """Logits with both modalities, audio only (no-face video) and video only (zero MFCC)."""
     model.eval()
-    n = len(labels)
+    n = len(audio)
     out = {}
-    for name, v, a in (("audiovisual", video, audio), ("audio_only", blank.expand(n * 15, -1), audio),
-                       ("video_only", video, np.zeros_like(audio))):
-        logits = torch.cat([model.forward_features(v[s * 15:(s + 64) * 15], torch.from_numpy(a[s:s + 64]))
-                            for s in range(0, n, 64)])
-        out[name] = summarise(labels, logits.argmax(1).numpy())
+    for name, v, a in zip(CONDITIONS, (video, blank.expand(n * 15, -1), video), (audio, audio, np.zeros_like(audio))):
+        out[name] = torch.cat([model.forward_features(v[s * 15:(s + 64) * 15], torch.from_numpy(a[s:s + 64]))
+                               for s in range(0, n, 64)]).numpy()
     return out
 
 
-def build_model(recipe: FusionRecipe, spec: FeatureSpec, trunk_state: dict, audio_state: dict | None) -> MerModel:
-    model = MerModel(recipe.fusion, n_mfcc=spec.n_mfcc, face_size=recipe.face_size, audio_norm=recipe.audio_norm)
+def evaluate(model: MerModel, video: torch.Tensor, audio: np.ndarray, labels: np.ndarray,
+             blank: torch.Tensor) -> dict:
+    """Accuracy per modality condition."""
+    return {name: summarise(labels, logits.argmax(1))
+            for name, logits in condition_logits(model, video, audio, blank).items()}
+
+
+def build_model(recipe: FusionRecipe, n_mfcc: int, trunk_state: dict, audio_state: dict | None) -> MerModel:
+    model = MerModel(recipe.fusion, n_mfcc=n_mfcc, face_size=recipe.face_size, audio_norm=recipe.audio_norm)
     missing, unexpected = model.visual_model.load_state_dict(trunk_state, strict=False)
     assert not unexpected and all(k.startswith(("conv1d", "classifier")) for k in missing), (missing, unexpected)
     if audio_state is not None:
@@ -102,35 +115,41 @@ def build_model(recipe: FusionRecipe, spec: FeatureSpec, trunk_state: dict, audi
     return model
 
 
-def train_fusion_fold(cache: SpeechCache, faces: FaceFeatures, pools: FacePools, spec: FeatureSpec, fold: Fold,
+def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools, split: SpeechSplit,
                       recipe: FusionRecipe, trunk_state: dict, audio_state: dict | None, log=print,
-                      keep_last: bool = False) -> tuple[MerModel, dict]:
-    """Train on fold.train, keep the best epoch on fold.val (or the last one), score fold.test."""
+                      keep_last: bool = False) -> tuple[MerModel, dict, dict]:
+    """Train on split.train, keep the best epoch on split.val (or the last one), score split.test.
+
+    Returns (model, result, logits): logits[set][condition] on val and test, with their labels, of
+    the kept epoch ("val", "test") and of the last ("last_val", "last_test"; what calibration uses)."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    model = build_model(recipe, spec, trunk_state, audio_state)
+    spec_n = recipe.n_mfcc
+    model = build_model(recipe, spec_n, trunk_state, audio_state)
     blank = no_face_feature(model)
-    tr, va, te = cache.select(fold.train), cache.select(fold.val), cache.select(fold.test)
     eval_rng = np.random.default_rng(1234)  # fixed pairings: every epoch and run sees the same eval set
-    val_set = (video_batch(faces, pair_faces(cache.labels[va], pools.val, eval_rng), eval_rng),
-               mfcc_batch(cache, va, spec), cache.labels[va])
-    test_set = (video_batch(faces, pair_faces(cache.labels[te], pools.test, eval_rng), eval_rng),
-                mfcc_batch(cache, te, spec), cache.labels[te])
+    sets = {}
+    for name, idx, pool in (("val", split.val, pools.val), ("test", split.test, pools.test)):
+        labels = views.labels[idx]
+        sets[name] = (video_batch(faces, pair_faces(labels, pool, eval_rng), eval_rng),
+                      views.features(idx, 0, spec_n), labels)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    steps = recipe.epochs * int(np.ceil(len(tr) / recipe.batch))
+    steps = recipe.epochs * int(np.ceil(recipe.draws / recipe.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.1)
+    p = balanced_weights(views, split.train)
     best, history = None, []
     for epoch in range(recipe.epochs):
         model.train()
         model.visual_model.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
         t0, losses = time.time(), []
-        order = rng.permutation(tr)
-        for s in range(0, len(order), recipe.batch):
-            idx = order[s:s + recipe.batch]
-            y = torch.from_numpy(cache.labels[idx])
-            video = video_batch(faces, pair_faces(cache.labels[idx], pools.train, rng), rng)
-            audio = torch.from_numpy(mfcc_batch(cache, idx, spec, rng, speed=recipe.speed))
+        drawn = rng.choice(split.train, size=recipe.draws, p=p)
+        for s in range(0, len(drawn), recipe.batch):
+            idx = drawn[s:s + recipe.batch]
+            labels = views.labels[idx]
+            y = torch.from_numpy(labels)
+            video = video_batch(faces, pair_faces(labels, pools.train, rng), rng)
+            audio = torch.from_numpy(views.features(idx, rng.integers(0, views.mfcc.shape[1], len(idx)), spec_n))
             b = len(idx)
             # Hard modality dropout: originals, (no audio, video), (audio, no face).
             video3 = torch.cat([video, video, blank.expand(b * 15, -1)])
@@ -140,16 +159,20 @@ def train_fusion_fold(cache: SpeechCache, faces: FaceFeatures, pools: FacePools,
             loss.backward()
             opt.step(); sched.step()
             losses.append(loss.item())
-        val = evaluate(model, *val_set, blank)
+        val = evaluate(model, *sets["val"], blank)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 1),
                **{f"val_{k}": v["accuracy"] for k, v in val.items()}}
         history.append(row)
-        log(json.dumps({"fold": fold.name, "fusion": recipe.fusion, **row}))
+        log(json.dumps({"split": split.name, "fusion": recipe.fusion, **row}))
         if best is None or keep_last or val["audiovisual"]["accuracy"] > best["val"]["audiovisual"]["accuracy"]:
             best = {"epoch": epoch, "val": val, "state": {k: v.clone() for k, v in model.state_dict().items()}}
-    test_last = evaluate(model, *test_set, blank)  # fixed epoch count, no selection: the shipped protocol
+    # The last epoch too: a fixed epoch count with no selection is how the shipped model is made,
+    # so its logits are what calibration is fitted on.
+    logits = {f"last_{name}": {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()}
+    test_last = {c: summarise(logits["last_test"]["labels"], logits["last_test"][c].argmax(1)) for c in CONDITIONS}
     model.load_state_dict(best["state"])
-    test = evaluate(model, *test_set, blank)
-    return model, {"fold": fold.name, "fusion": recipe.fusion, "test_actors": fold.test, "val_actors": fold.val,
-                   "best_epoch": best["epoch"], "val": best["val"], "test": test, "test_last_epoch": test_last,
-                   "history": history, "recipe": dataclasses.asdict(recipe)}
+    logits.update({name: {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()})
+    test = {c: summarise(logits["test"]["labels"], logits["test"][c].argmax(1)) for c in CONDITIONS}
+    return model, {"split": split.name, "fusion": recipe.fusion, "best_epoch": best["epoch"], "val": best["val"],
+                   "test": test, "test_last_epoch": test_last, "history": history,
+                   "recipe": dataclasses.asdict(recipe)}, logits
