@@ -86,12 +86,21 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "faces", show_default=True)
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--size", default=112, show_default=True, help="Internal face resolution (224 = paper).")
+@click.option("--lr", default=3e-3, show_default=True)
+@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Fine-tune this trunk (a best_trunk.pt) instead of training from scratch.")
+@click.option("--video-aug", default=0.0, show_default=True,
+              help="Video degradations (blur, low resolution, JPEG, occluded mouth): probability scale, 0 = off.")
+@click.option("--tfeid-repeat", default=1, show_default=True, help="TFEID training photos repeated per epoch.")
+@click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.pass_context
-def faces(ctx, out: Path, epochs: int, size: int) -> None:
+def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, video_aug: float, tfeid_repeat: int,
+          threads: int) -> None:
     """Pretrain the face trunk on FER+ and TFEID (resumes from OUT/last.pt)."""
     from . import pretrain_faces
 
-    ctx.invoke(pretrain_faces.main, out=out, epochs=epochs, size=size)
+    ctx.invoke(pretrain_faces.main, out=out, epochs=epochs, size=size, lr=lr, init=init, video_aug=video_aug,
+               tfeid_repeat=tfeid_repeat, threads=threads)
 
 
 @main.command("eval-faces")
@@ -243,6 +252,49 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
         click.echo(_summary("audio branch, RAVDESS folds", [r["scores"]["test"]["accuracy"] for r in results.values()]))
         click.echo(_summary("audio branch, RAVDESS folds, last epoch",
                             [r["last_epoch"]["test"]["accuracy"] for r in results.values()]))
+
+
+@main.command("score-speech")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--corpora", default="ravdess,tess,emodb,urdu,turev", show_default=True)
+def score_speech(checkpoints: tuple[Path, ...], corpora: str) -> None:
+    """Accuracy and UAR per corpus of audio branches (`mer-train speech`/`audio` checkpoints) or of
+    fusion checkpoints given no face (the runtime's input for speech alone), on clean speech.
+
+    Scores a corpus a checkpoint was trained on too: read those rows as training fit, not results."""
+    import torch
+
+    from .audio_cnn import AudioCNN
+    from .checkpoint import load_checkpoint
+    from .train_fusion import no_face_feature
+    from .train_speech import logits_of
+
+    names = _corpora(corpora)
+    views = _views(names)
+    for path in checkpoints:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if blob.get("format") == "mer/1":
+            model, spec, _ = load_checkpoint(path)
+            n_mfcc, blank = spec.n_mfcc, no_face_feature(model)
+
+            @torch.no_grad()
+            def predict(x: np.ndarray) -> np.ndarray:
+                model.eval()
+                return np.concatenate([model.forward_features(blank.expand(len(x[s:s + 256]) * 15, -1),
+                                                              torch.from_numpy(x[s:s + 256])).argmax(1).numpy()
+                                       for s in range(0, len(x), 256)])
+        else:
+            n_mfcc = blob.get("n_mfcc") or json.loads(blob["spec"])["n_mfcc"]
+            branch = AudioCNN(n_mfcc, 8, blob.get("input_norm", "none"))
+            branch.load_state_dict(blob["state_dict"])
+
+            def predict(x: np.ndarray) -> np.ndarray:
+                return logits_of(branch, x).argmax(1)
+        from .metrics import summarise
+        rows = {c: summarise(views.labels[idx], predict(views.features(idx, 0, n_mfcc)))
+                for c in names for idx in [views.where(c)]}
+        click.echo(f"{path}:\n{_corpus_table(rows)}")
+        _write(path.with_suffix(".scores.json"), [{"checkpoint": str(path), **rows}])
 
 
 def _trunk_state(path: Path) -> dict:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import augment, resize, to_float_nchw
+from .augment import augment, degrade, resize, to_float_nchw
 from .efficientface import FEATURE_DIM, EfficientFaceTemporal
 from .face_data import FaceSet, load_ferplus, load_tfeid
 from .paths import data_dir
@@ -68,7 +68,14 @@ def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256) -> d
 @click.option("--lr", default=3e-3, show_default=True)
 @click.option("--threads", default=0, help="torch threads (0: all cores)")
 @click.option("--seed", default=1, show_default=True)
-def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int, seed: int) -> None:
+@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Start from this trunk (a best_trunk.pt) instead of from scratch: a fine-tune.")
+@click.option("--video-aug", default=0.0, show_default=True,
+              help="Probability scale of video degradations (blur, low resolution, JPEG, occluded mouth; 0: off).")
+@click.option("--tfeid-repeat", default=1, show_default=True,
+              help="TFEID training photos repeated this many times per epoch (colour faces at the runtime's framing).")
+def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int, seed: int, init: Path | None,
+         video_aug: float, tfeid_repeat: int) -> None:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -77,13 +84,15 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
     fer = FaceSet(_to_rgb112(fer.images), fer.targets, fer.labels, fer.groups)
     tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
     tfeid_test = np.isin(tfeid.groups, TFEID_TEST_PERFORMERS)
-    train = [fer.subset(fer.groups == "train"), tfeid.subset(~tfeid_test)]
+    train = [fer.subset(fer.groups == "train")] + [tfeid.subset(~tfeid_test)] * tfeid_repeat
     images = np.concatenate([t.images for t in train])
     targets = np.concatenate([t.targets for t in train])
     valid, test = fer.subset(fer.groups == "valid"), fer.subset(fer.groups == "test")
     tfeid_held = tfeid.subset(tfeid_test)
 
     model = FaceClassifier()
+    if init is not None:
+        model.trunk.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["state_dict"], strict=False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = len(images) // batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
@@ -104,6 +113,8 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
         for step in range(steps_per_epoch):
             idx = np.sort(order[step * batch:(step + 1) * batch])
             x = augment(to_float_nchw(torch.from_numpy(images[idx])), size, gen)
+            if video_aug > 0:
+                x = degrade(x, gen, video_aug)
             y = torch.from_numpy(targets[idx])
             loss = -(F.log_softmax(model(x), 1) * y).sum(1).mean()
             opt.zero_grad(set_to_none=True)
