@@ -10,7 +10,7 @@ import onnx
 import torch
 
 from mer.runtime.spec import LABELS, FeatureSpec
-from mer.train.fusion import MerModel
+from mer.train.fusion import CONDITIONS, MerModel
 
 VERSION = "0.1.0"
 
@@ -31,6 +31,8 @@ def metadata(model: MerModel, spec: FeatureSpec, precision: str, trained_on: str
         "mer.precision": precision,
         "mer.trained_on": trained_on,
         "mer.model_config": json.dumps(model.config(), sort_keys=True),
+        # The temperatures the graph divides its logits by, per modality condition (1: uncalibrated).
+        "mer.temperature": json.dumps(dict(zip(CONDITIONS, (round(float(t), 6) for t in model.temperature)))),
     }
 
 

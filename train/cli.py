@@ -411,6 +411,39 @@ def fusion(fusion: str, corpora: str, folds: tuple[str, ...], n_mfcc: int, audio
                             [r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results]))
 
 
+@main.command("speech-report")
+@click.option("--loco", type=click.Path(path_type=Path), default=RUNS / "speech" / "loco", show_default=True)
+@click.option("--baseline", type=click.Path(path_type=Path), default=RUNS / "speech" / "ravdess-only" / "all.json",
+              show_default=True, help="`mer-train speech --protocol all --corpora ravdess` result.")
+@click.option("--folds", type=click.Path(path_type=Path), default=RUNS / "speech" / "folds", show_default=True)
+def speech_report(loco: Path, baseline: Path, folds: Path) -> None:
+    """Markdown tables: leave-one-corpus-out against the RAVDESS-only branch, and the RAVDESS folds."""
+    base = json.loads(baseline.read_text())["last_epoch"] if baseline.is_file() else {}
+    lines = ["| held-out corpus | n | multi-corpus: accuracy | UAR | RAVDESS-only: accuracy | UAR | UAR gain |",
+             "|---|---|---|---|---|---|---|"]
+    gains = []
+    for path in sorted(loco.glob("without-*.json")):
+        r = json.loads(path.read_text())
+        held = r["name"].removeprefix("without-")
+        t = r["last_epoch"]["test"]
+        b = base.get(held)
+        gain = f"{100 * (t['uar'] - b['uar']):+.1f}" if b else "–"
+        gains += [t["uar"] - b["uar"]] if b else []
+        lines.append(f"| {held} | {t['n']} | {100 * t['accuracy']:.1f} | {100 * t['uar']:.1f} | "
+                     + (f"{100 * b['accuracy']:.1f} | {100 * b['uar']:.1f} | {gain} |" if b else "in-corpus: see folds | – | – |"))
+    if gains:
+        lines.append(f"\nmean UAR gain over {len(gains)} held-out corpora: {100 * np.mean(gains):+.1f} points")
+    rows = [json.loads(p.read_text()) for p in sorted(folds.glob("test*.json"))]
+    if rows:
+        lines.append("\n| RAVDESS fold | " + " | ".join(r["name"] for r in rows) + " | mean ± std |")
+        lines.append("|---|" + "---|" * (len(rows) + 1))
+        for key, label in (("scores", "selected epoch"), ("last_epoch", "last epoch")):
+            accs = [r[key]["test"]["accuracy"] for r in rows]
+            lines.append(f"| {label} | " + " | ".join(f"{100 * a:.1f}" for a in accs)
+                         + f" | {100 * np.mean(accs):.1f} ± {100 * np.std(accs):.1f} |")
+    click.echo("\n".join(lines))
+
+
 @main.command()
 @click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
 @click.option("--runs", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True,
