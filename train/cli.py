@@ -106,10 +106,12 @@ def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, 
 @main.command("eval-faces")
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 def eval_faces(trunk: Path) -> None:
-    """Face-trunk accuracy: FER+ test split (7 emotions, majority labels, contempt dropped) and
-    TFEID held-out performers (re-cropped by the runtime's face cropper)."""
+    """Face-trunk accuracy: FER+ test split (7 emotions, majority labels, contempt dropped), TFEID
+    held-out performers (re-cropped by the runtime's face cropper), and the same performers as
+    moving, H.264-compressed 15-frame clips through the cropper (agreement across frames)."""
     import torch
 
+    from .face_clips import clip_agreement
     from .face_data import load_ferplus, load_tfeid
     from .pretrain_faces import TFEID_TEST_PERFORMERS, FaceClassifier, _to_rgb112, evaluate
 
@@ -124,6 +126,7 @@ def eval_faces(trunk: Path) -> None:
     held = tfeid.subset(np.isin(tfeid.groups, TFEID_TEST_PERFORMERS))
     rows = {"ferplus_test": evaluate(model, test, blob["size"]),
             f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(model, held, blob["size"]),
+            "tfeid_held_out_as_video_clips": clip_agreement(model, held.images, held.labels, blob["size"]),
             "trunk": str(trunk), "epoch": blob["epoch"]}
     click.echo(json.dumps(rows))
 
