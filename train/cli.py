@@ -201,10 +201,13 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @norm_option
 @click.option("--epochs", default=20, show_default=True)
 @click.option("--draws", default=4000, show_default=True, help="Utterances drawn per epoch (balanced).")
+@click.option("--ravdess-share", default=0.0, show_default=True,
+              help="RAVDESS's share of the draws (0: an equal share with every other corpus).")
+@fold_option
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int,
-           threads: int, out: Path) -> None:
+           ravdess_share: float, folds: tuple[str, ...], threads: int, out: Path) -> None:
     """Audio branch on several speech corpora: RAVDESS folds, leave-one-corpus-out, or all (resumable)."""
     import torch
 
@@ -218,7 +221,7 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
     if set(names) - set(CORPORA):
         raise click.BadParameter(f"unknown corpora {sorted(set(names) - set(CORPORA))}; known: {', '.join(CORPORA)}")
     views = _views(names)
-    recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws)
+    recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws, ravdess_share=ravdess_share)
     others = np.flatnonzero(np.isin(views.corpus, [c for c in names if c != "ravdess"]))
 
     def actors(group) -> list[str]:
@@ -226,7 +229,7 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
 
     runs: list[tuple[str, np.ndarray, dict[str, np.ndarray], str | None]] = []
     if protocol == "ravdess-folds":
-        for fold in PRESETS["actors03-24"]:
+        for fold in _folds("actors03-24", folds):
             train = np.concatenate([views.where("ravdess", actors(fold.train)), others])
             runs.append((fold.name, train, {"val": views.where("ravdess", actors(fold.val)),
                                             "test": views.where("ravdess", actors(fold.test))}, "val"))

@@ -33,20 +33,24 @@ class SpeechRecipe:
     weight_decay: float = 0.05
     time_masks: int = 2
     label_smoothing: float = 0.05
+    ravdess_share: float = 0.0   # > 0: RAVDESS's share of the draws (the rest balanced over the others)
     seed: int = 1
 
 
-def balanced_weights(views: SpeechViews, idx: np.ndarray) -> np.ndarray:
-    """Draw probabilities over `idx`: each corpus equal mass, each of its classes equal mass."""
+def balanced_weights(views: SpeechViews, idx: np.ndarray, shares: dict[str, float] | None = None) -> np.ndarray:
+    """Draw probabilities over `idx`: each corpus equal mass (or the mass given in `shares`, the
+    rest split equally among the others), each of its classes equal mass."""
     corpus, labels = views.corpus[idx], views.labels[idx]
     w = np.zeros(len(idx))
     names = np.unique(corpus)
+    shares = {c: s for c, s in (shares or {}).items() if c in names and s > 0}
+    rest = (1.0 - sum(shares.values())) / max(1, len(names) - len(shares))
     for c in names:
         in_c = corpus == c
         classes = np.unique(labels[in_c])
         for k in classes:
             cell = in_c & (labels == k)
-            w[cell] = 1.0 / (len(names) * len(classes) * cell.sum())
+            w[cell] = shares.get(c, rest) / (len(classes) * cell.sum())
     return w / w.sum()
 
 
@@ -72,7 +76,7 @@ def train_speech(views: SpeechViews, train: np.ndarray, recipe: SpeechRecipe, ev
     steps_per_epoch = int(np.ceil(recipe.draws / recipe.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
                                                 pct_start=0.1)
-    p = balanced_weights(views, train)
+    p = balanced_weights(views, train, {"ravdess": recipe.ravdess_share})
     eval_feats = {name: views.features(idx, 0, recipe.n_mfcc) for name, idx in evals.items()}
     best, history = None, []
     for epoch in range(recipe.epochs):
