@@ -41,6 +41,7 @@ class FusionRecipe:
     audio_norm: str = "none"
     n_mfcc: int = 10
     draws: int = 2000            # utterances per epoch (balanced over corpus and class)
+    ravdess_share: float = 0.5   # RAVDESS's share of the draws (the other corpora split the rest)
     seed: int = 1
 
 
@@ -137,7 +138,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps = recipe.epochs * int(np.ceil(recipe.draws / recipe.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.1)
-    p = balanced_weights(views, split.train)
+    p = balanced_weights(views, split.train, {"ravdess": recipe.ravdess_share})
     best, history = None, []
     for epoch in range(recipe.epochs):
         model.train()
