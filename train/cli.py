@@ -436,7 +436,8 @@ def speech_report(loco: Path, baseline: Path, folds: Path) -> None:
         gain = f"{100 * (t['uar'] - b['uar']):+.1f}" if b else "–"
         gains += [t["uar"] - b["uar"]] if b else []
         lines.append(f"| {held} | {t['n']} | {100 * t['accuracy']:.1f} | {100 * t['uar']:.1f} | "
-                     + (f"{100 * b['accuracy']:.1f} | {100 * b['uar']:.1f} | {gain} |" if b else "in-corpus: see folds | – | – |"))
+                     + (f"{100 * b['accuracy']:.1f} | {100 * b['uar']:.1f} | {gain} |" if b else
+                        "in-corpus: see the folds | – | – |" if held == "ravdess" else "not run | – | – |"))
     if gains:
         lines.append(f"\nmean UAR gain over {len(gains)} held-out corpora: {100 * np.mean(gains):+.1f} points")
     rows = [json.loads(p.read_text()) for p in sorted(folds.glob("test*.json"))]
