@@ -505,6 +505,12 @@ def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | N
     click.echo(f"wrote temperatures {[round(t, 3) for t in temps]} into {path}")
 
 
+def _without(confusion: list[list[int]], label: int) -> float:
+    """Accuracy with one true class left out (the face cannot tell calm from neutral)."""
+    cm = np.delete(np.asarray(confusion), label, axis=0)
+    return float(sum(cm[i, j] for i, j in enumerate(k for k in range(cm.shape[1]) if k != label)) / cm.sum())
+
+
 def _confusion_table(name: str, confusion: np.ndarray) -> str:
     """Markdown confusion matrix: rows the true label, columns the predicted one, and recall."""
     from mer.runtime.spec import LABELS
@@ -531,18 +537,19 @@ def report(runs: Path) -> None:
         return (f"| {label} | " + " | ".join(f"{100 * accs[f.name]:.1f}" if f.name in accs else "–"
                                              for f in _folds("actors03-24", ())) + f" | {cell(list(accs.values()))} |")
 
-    audio = [json.loads(p.read_text()) for p in sorted((runs / "audio").glob("audio-test*.json"))]
-    confusions = {"audio branch alone": [r["test"]["confusion"] for r in audio]}
-    rows.append(row("audio branch alone (speech)", {r["fold"]: r["test"]["accuracy"] for r in audio}))
-    rows.append(row("audio branch alone, last epoch", {r["fold"]: r["test_last_epoch"]["accuracy"]
-                                                       for r in audio if "test_last_epoch" in r}))
+    audio = [json.loads(p.read_text()) for p in sorted((runs / "speech" / "folds").glob("test*.json"))]
+    confusions = {"audio branch alone": [r["scores"]["test"]["confusion"] for r in audio]}
+    rows.append(row("audio branch alone (speech)", {r["name"]: r["scores"]["test"]["accuracy"] for r in audio}))
+    rows.append(row("audio branch alone, last epoch", {r["name"]: r["last_epoch"]["test"]["accuracy"] for r in audio}))
     for fusion in ("ia", "it", "lt"):
         results = [json.loads(p.read_text()) for p in sorted((runs / "fusion" / fusion).glob("test*.json"))]
         for mode, label in (("audiovisual", "speech + face"), ("audio_only", "speech, no face"),
                             ("video_only", "face, no speech")):
-            rows.append(row(f"{fusion} ({label})", {r["fold"]: r["test"][mode]["accuracy"] for r in results}))
+            rows.append(row(f"{fusion} ({label})", {r["split"]: r["test"][mode]["accuracy"] for r in results}))
+        rows.append(row(f"{fusion} (face, no speech), calm excluded",
+                        {r["split"]: _without(r["test"]["video_only"]["confusion"], 1) for r in results}))
         rows.append(row(f"{fusion} (speech + face), last epoch",
-                        {r["fold"]: r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results
+                        {r["split"]: r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results
                          if "test_last_epoch" in r}))
         confusions[f"{fusion} (speech + face)"] = [r["test"]["audiovisual"]["confusion"] for r in results]
     click.echo("\n".join(rows))
