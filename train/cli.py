@@ -311,6 +311,14 @@ def _trunk_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
+def _trunk_note(path: Path) -> str:
+    """What a trunk checkpoint says about its fine-tuning, for the model's trained-on line."""
+    import torch
+
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    return " (fine-tuned with video degradations)" if blob.get("video_aug") else ""
+
+
 def _face_features(trunk_path: Path, size: int):
     from .efficientface import EfficientFaceTemporal
     from .face_data import load_ferplus, load_tfeid
@@ -589,7 +597,7 @@ def ship(fusion: str, corpora: str, n_mfcc: int, audio_norm: str, epochs: int, d
     out = out or bundled_checkpoint(fusion)
     trained_on = (f"speech: {', '.join(names)} (RAVDESS actors 03-24 only), each utterance under random recording "
                   f"conditions, paired by emotion with FER+ train and TFEID performers 01-23 faces; trunk pretrained "
-                  f"on FER+ train + TFEID 01-23; audio branch {'pretrained on the same speech' if audio_state else 'from scratch'}; "
+                  f"on FER+ train + TFEID 01-23{_trunk_note(trunk)}; audio branch {'pretrained on the same speech' if audio_state else 'from scratch'}; "
                   f"mer CPU recipe, {epochs} fusion epochs of {draws} draws")
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=n_mfcc), trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
