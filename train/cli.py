@@ -2,10 +2,13 @@
 
 \b
 CPU recipe (what ships; each stage resumable, each number reproducible):
-    mer-train faces                       # EfficientFace trunk on FER+ (+ TFEID), 112 px
-    mer-train audio                       # audio branch, 5 actor-disjoint folds over 03-24
-    mer-train fusion --fusion ia          # fusion per fold: frozen trunk, speech, modality dropout
-    mer-train ship --fusion ia            # one model on all of 03-24 -> train/checkpoints/ia.pt
+    mer-train faces [--init T --video-aug 0.5]   # EfficientFace trunk on FER+ (+ TFEID), 112 px
+    mer-train speech --protocol ravdess-folds --out runs/speech/folds   # audio branch, 5 RAVDESS folds
+    mer-train speech --protocol loco --out runs/speech/loco             # leave one corpus out
+    mer-train speech --protocol all --out runs/speech/all               # the audio branch that ships
+    mer-train fusion --fusion ia                 # fusion per fold: frozen trunk, speech, modality dropout
+    mer-train ship --fusion ia                   # one model on every speaker -> train/checkpoints/ia.pt
+    mer-train calibrate --fusion ia              # temperatures from the folds' validation actors
 
 \b
 Paper recipe (needs RAVDESS video, ideally a GPU; torchrun for several):
@@ -199,9 +202,9 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @click.option("--held-out", default="", help="loco: only these held-out corpora (default: each of --corpora).")
 @mfcc_option
 @norm_option
-@click.option("--epochs", default=20, show_default=True)
+@click.option("--epochs", default=16, show_default=True)
 @click.option("--draws", default=4000, show_default=True, help="Utterances drawn per epoch (balanced).")
-@click.option("--ravdess-share", default=0.0, show_default=True,
+@click.option("--ravdess-share", default=0.5, show_default=True,
               help="RAVDESS's share of the draws (0: an equal share with every other corpus).")
 @fold_option
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
@@ -379,8 +382,8 @@ def _fusion_inputs(corpora: str, trunk: Path, recipe):
 @fold_option
 @mfcc_option
 @norm_option
-@click.option("--epochs", default=15, show_default=True)
-@click.option("--draws", default=2000, show_default=True, help="Utterances drawn per epoch (balanced).")
+@click.option("--epochs", default=12, show_default=True)
+@click.option("--draws", default=1500, show_default=True, help="Utterances drawn per epoch (balanced).")
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 @click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "speech" / "folds", show_default=True,
               help="Folder of `mer-train speech --protocol ravdess-folds` checkpoints to start each fold's audio "
@@ -571,8 +574,8 @@ def report(runs: Path) -> None:
 @corpora_option
 @mfcc_option
 @norm_option
-@click.option("--epochs", default=15, show_default=True)
-@click.option("--draws", default=2000, show_default=True, help="Utterances drawn per epoch (balanced).")
+@click.option("--epochs", default=12, show_default=True)
+@click.option("--draws", default=1500, show_default=True, help="Utterances drawn per epoch (balanced).")
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 @click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "speech" / "all" / "audio-all.pt",
               show_default=True, help="Audio branch to start from (`mer-train speech --protocol all`); 'none': scratch.")

@@ -33,14 +33,14 @@ from .train_speech import balanced_weights
 @dataclasses.dataclass
 class FusionRecipe:
     fusion: str = "ia"
-    epochs: int = 15
+    epochs: int = 12
     batch: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.05
     face_size: int = 112
     audio_norm: str = "none"
     n_mfcc: int = 10
-    draws: int = 2000            # utterances per epoch (balanced over corpus and class)
+    draws: int = 1500            # utterances per epoch (balanced over corpus and class)
     ravdess_share: float = 0.5   # RAVDESS's share of the draws (the other corpora split the rest)
     seed: int = 1
 

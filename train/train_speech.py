@@ -26,14 +26,14 @@ from .train_audio import _mask_time
 class SpeechRecipe:
     n_mfcc: int = 10
     input_norm: str = "none"
-    epochs: int = 20
+    epochs: int = 16
     draws: int = 4000            # utterances per epoch
     batch: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.05
     time_masks: int = 2
     label_smoothing: float = 0.05
-    ravdess_share: float = 0.0   # > 0: RAVDESS's share of the draws (the rest balanced over the others)
+    ravdess_share: float = 0.5   # > 0: RAVDESS's share of the draws (the rest balanced over the others)
     seed: int = 1
 
 
