@@ -175,7 +175,20 @@ def audio(data: Path, preset: str, folds: tuple[str, ...], n_mfcc: int, audio_no
         click.echo(_summary("audio branch, last epoch", [r["test_last_epoch"]["accuracy"] for r in results]))
 
 
-def _views(corpora: tuple[str, ...]):
+corpora_option = click.option("--corpora", default="ravdess,tess,emodb,urdu,turev", show_default=True,
+                               help="Speech corpora to train on (comma-separated; RAVDESS actors split by fold).")
+
+
+def _corpora(text: str) -> tuple[str, ...]:
+    from .speech_corpora import CORPORA
+
+    names = tuple(c for c in text.split(",") if c)
+    if not names or set(names) - set(CORPORA):
+        raise click.BadParameter(f"corpora must be among {', '.join(CORPORA)}, got {text!r}")
+    return names
+
+
+def _views():
     from mer.runtime.spec import DEFAULT_SPEC
 
     from .speech_corpora import CORPORA, CorpusError, index_corpora
@@ -197,8 +210,7 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @click.option("--protocol", type=click.Choice(["ravdess-folds", "loco", "all"]), required=True,
               help="ravdess-folds: the 5 RAVDESS actor folds, other corpora added to training; loco: leave one "
                    "corpus out, each in turn; all: one model on every corpus given (scored on the others).")
-@click.option("--corpora", default="ravdess,tess,emodb,urdu,turev", show_default=True,
-              help="Corpora to train on (comma-separated).")
+@corpora_option
 @click.option("--held-out", default="", help="loco: only these held-out corpora (default: each of --corpora).")
 @mfcc_option
 @norm_option
@@ -214,28 +226,20 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
     """Audio branch on several speech corpora: RAVDESS folds, leave-one-corpus-out, or all (resumable)."""
     import torch
 
-    from .ravdess import PRESETS
     from .speech_corpora import CORPORA
+    from .speech_views import fold_split
     from .train_speech import SpeechRecipe, train_speech
 
     if threads:
         torch.set_num_threads(threads)
-    names = tuple(c for c in corpora.split(",") if c)
-    if set(names) - set(CORPORA):
-        raise click.BadParameter(f"unknown corpora {sorted(set(names) - set(CORPORA))}; known: {', '.join(CORPORA)}")
-    views = _views(names)
+    names = _corpora(corpora)
+    views = _views()
     recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws, ravdess_share=ravdess_share)
-    others = np.flatnonzero(np.isin(views.corpus, [c for c in names if c != "ravdess"]))
-
-    def actors(group) -> list[str]:
-        return [f"ravdess:{a:02d}" for a in group]
-
     runs: list[tuple[str, np.ndarray, dict[str, np.ndarray], str | None]] = []
     if protocol == "ravdess-folds":
         for fold in _folds("actors03-24", folds):
-            train = np.concatenate([views.where("ravdess", actors(fold.train)), others])
-            runs.append((fold.name, train, {"val": views.where("ravdess", actors(fold.val)),
-                                            "test": views.where("ravdess", actors(fold.test))}, "val"))
+            split = fold_split(views, fold, names)
+            runs.append((fold.name, split.train, {"val": split.val, "test": split.test}, "val"))
     elif protocol == "loco":
         for held in [c for c in held_out.split(",") if c] or names:
             train = np.flatnonzero(np.isin(views.corpus, [c for c in names if c != held]))
@@ -275,11 +279,12 @@ def score_speech(checkpoints: tuple[Path, ...], corpora: str) -> None:
 
     from .audio_cnn import AudioCNN
     from .checkpoint import load_checkpoint
+    from .metrics import summarise
     from .train_fusion import no_face_feature
     from .train_speech import logits_of
 
     names = _corpora(corpora)
-    views = _views(names)
+    views = _views()
     for path in checkpoints:
         blob = torch.load(path, map_location="cpu", weights_only=False)
         if blob.get("format") == "mer/1":
@@ -299,7 +304,6 @@ def score_speech(checkpoints: tuple[Path, ...], corpora: str) -> None:
 
             def predict(x: np.ndarray) -> np.ndarray:
                 return logits_of(branch, x).argmax(1)
-        from .metrics import summarise
         rows = {c: summarise(views.labels[idx], predict(views.features(idx, 0, n_mfcc)))
                 for c in names for idx in [views.where(c)]}
         click.echo(f"{path}:\n{_corpus_table(rows)}")
@@ -339,19 +343,6 @@ def _face_features(trunk_path: Path, size: int):
     return load_or_extract(cache, trunk, sets, size)
 
 
-corpora_option = click.option("--corpora", default="ravdess,tess,emodb,urdu,turev", show_default=True,
-                               help="Speech corpora to train on (comma-separated; RAVDESS actors split by fold).")
-
-
-def _corpora(text: str) -> tuple[str, ...]:
-    from .speech_corpora import CORPORA
-
-    names = tuple(c for c in text.split(",") if c)
-    if not names or set(names) - set(CORPORA):
-        raise click.BadParameter(f"corpora must be among {', '.join(CORPORA)}, got {text!r}")
-    return names
-
-
 def _audio_state(path: Path, n_mfcc: int, audio_norm: str) -> dict:
     """An audio branch's weights (`mer-train speech` or `mer-train audio`), checked against the recipe."""
     import torch
@@ -370,10 +361,9 @@ def _fusion_inputs(corpora: str, trunk: Path, recipe):
     from .train_fusion import FacePools
 
     names = _corpora(corpora)
-    views = _views(names)
+    views = _views()
     faces = _face_features(trunk, recipe.face_size)
-    others = np.flatnonzero(np.isin(views.corpus, [c for c in names if c != "ravdess"]))
-    return views, names, others, faces, FacePools.split(faces, TFEID_TEST_PERFORMERS), _trunk_state(trunk)
+    return views, names, faces, FacePools.split(faces, TFEID_TEST_PERFORMERS), _trunk_state(trunk)
 
 
 @main.command()
@@ -395,10 +385,11 @@ def fusion(fusion: str, corpora: str, folds: tuple[str, ...], n_mfcc: int, audio
 
     Each fold trains on its training actors plus every speaker of the other corpora, selects on its
     validation actors and scores its test actors; validation and test logits are kept for calibration."""
-    from .train_fusion import FusionRecipe, SpeechSplit, train_fusion_fold
+    from .speech_views import fold_split
+    from .train_fusion import FusionRecipe, train_fusion_fold
 
     recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws)
-    views, _, others, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
+    views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     results = []
     for fold in _folds("actors03-24", folds):
         done = out / fusion / f"{fold.name}.json"
@@ -407,11 +398,7 @@ def fusion(fusion: str, corpora: str, folds: tuple[str, ...], n_mfcc: int, audio
             continue
         audio_state = None if str(audio_init) == "none" else \
             _audio_state(audio_init / f"audio-{fold.name}.pt", n_mfcc, audio_norm)
-        actors = [f"ravdess:{a:02d}" for a in fold.train]
-        split = SpeechSplit(fold.name, np.concatenate([views.where("ravdess", actors), others]),
-                            views.where("ravdess", [f"ravdess:{a:02d}" for a in fold.val]),
-                            views.where("ravdess", [f"ravdess:{a:02d}" for a in fold.test]))
-        _, result, logits = train_fusion_fold(views, faces, pools, split, recipe, trunk_state, audio_state,
+        _, result, logits = train_fusion_fold(views, faces, pools, fold_split(views, fold, names), recipe, trunk_state, audio_state,
                                               log=click.echo)
         done.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out / fusion / f"{fold.name}-logits.npz",
@@ -586,10 +573,11 @@ def ship(fusion: str, corpora: str, n_mfcc: int, audio_norm: str, epochs: int, d
     from mer.runtime.spec import DEFAULT_SPEC
 
     from .checkpoint import bundled_checkpoint, save_checkpoint
-    from .train_fusion import FusionRecipe, SpeechSplit, train_fusion_fold
+    from .speech_views import SpeechSplit
+    from .train_fusion import FusionRecipe, train_fusion_fold
 
     recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws)
-    views, names, _, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
+    views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     everyone = np.flatnonzero(np.isin(views.corpus, names))
     # No speaker is left for selection: the epoch count comes from the cross-validation, and the
     # final epoch is kept (the validation/test rows are on training speakers: not a score).

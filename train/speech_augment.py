@@ -60,11 +60,14 @@ def decode(data: bytes, rate: int) -> np.ndarray:
         return _drain(container.decode(audio=0), resampler)
 
 
+def _same_length(y: np.ndarray, n: int) -> np.ndarray:
+    """`y` cut or end-padded with zeros to n samples (encoders and resamplers add or drop a few)."""
+    return np.pad(y[:n], (0, max(0, n - len(y))))
+
+
 def codec_roundtrip(x: np.ndarray, rate: int, codec: str, bitrate: int) -> np.ndarray:
-    """`x` through a lossy encoder and back, trimmed or padded to its length (encoder delay kept:
-    real files carry it too)."""
-    y = decode(encode(x, rate, codec, bitrate), rate)
-    return np.pad(y[:len(x)], (0, max(0, len(x) - len(y))))
+    """`x` through a lossy encoder and back, at its length (encoder delay kept: real files carry it too)."""
+    return _same_length(decode(encode(x, rate, codec, bitrate), rate), len(x))
 
 
 def add_noise(x: np.ndarray, snr_db: float, noise: np.ndarray) -> np.ndarray:
@@ -123,8 +126,7 @@ def random_recording(x: np.ndarray, rate: int, rng: np.random.Generator, others:
     x = gain(x / max(1e-6, float(np.abs(x).max())) * 0.5, float(rng.uniform(-12, 12)))
     if rng.random() < 0.4:
         source = 8000 if rng.random() < 0.5 else int(rng.choice(SOURCE_RATES[1:]))
-        y = resample(resample(x, rate, source), source, rate)
-        x = np.pad(y[:len(x)], (0, max(0, len(x) - len(y))))
+        x = _same_length(resample(resample(x, rate, source), source, rate), len(x))
     if rng.random() < 0.5:
         codec = str(rng.choice(list(CODECS)))
         x = codec_roundtrip(x, rate, codec, int(rng.choice(CODECS[codec][2])))

@@ -23,8 +23,9 @@ from mer.runtime.mfcc import mfcc
 from mer.runtime.spec import FeatureSpec
 
 from .audio_cache import cut_window, decode_cached
+from .ravdess import Fold
 from .speech_augment import random_recording
-from .speech_corpora import Utterance
+from .speech_corpora import Utterance, ravdess_speakers
 
 VIEWS = 6
 MAX_MFCC = 40
@@ -58,6 +59,23 @@ class SpeechViews:
         if speakers is not None:
             mask &= np.isin(self.speaker, list(speakers))
         return np.flatnonzero(mask)
+
+
+@dataclasses.dataclass
+class SpeechSplit:
+    name: str
+    train: np.ndarray   # indices into the SpeechViews
+    val: np.ndarray
+    test: np.ndarray
+
+
+def fold_split(views: SpeechViews, fold: Fold, corpora: tuple[str, ...]) -> SpeechSplit:
+    """A RAVDESS actor fold: its training actors plus every speaker of the other `corpora` train;
+    validation and test are its RAVDESS actors only."""
+    others = np.flatnonzero(np.isin(views.corpus, [c for c in corpora if c != "ravdess"]))
+    return SpeechSplit(fold.name, np.concatenate([views.where("ravdess", ravdess_speakers(fold.train)), others]),
+                       views.where("ravdess", ravdess_speakers(fold.val)),
+                       views.where("ravdess", ravdess_speakers(fold.test)))
 
 
 def _views_of(args) -> tuple[list[int], np.ndarray]:

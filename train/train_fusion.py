@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .face_features import FaceFeatures
 from .fusion import CONDITIONS, MerModel
 from .metrics import summarise
-from .speech_views import SpeechViews
+from .speech_views import SpeechSplit, SpeechViews
 from .train_speech import balanced_weights
 
 
@@ -43,14 +43,6 @@ class FusionRecipe:
     draws: int = 1500            # utterances per epoch (balanced over corpus and class)
     ravdess_share: float = 0.5   # RAVDESS's share of the draws (the other corpora split the rest)
     seed: int = 1
-
-
-@dataclasses.dataclass
-class SpeechSplit:
-    name: str
-    train: np.ndarray   # indices into the SpeechViews
-    val: np.ndarray
-    test: np.ndarray
 
 
 @dataclasses.dataclass
@@ -125,15 +117,14 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     the kept epoch ("val", "test") and of the last ("last_val", "last_test"; what calibration uses)."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    spec_n = recipe.n_mfcc
-    model = build_model(recipe, spec_n, trunk_state, audio_state)
+    model = build_model(recipe, recipe.n_mfcc, trunk_state, audio_state)
     blank = no_face_feature(model)
     eval_rng = np.random.default_rng(1234)  # fixed pairings: every epoch and run sees the same eval set
     sets = {}
     for name, idx, pool in (("val", split.val, pools.val), ("test", split.test, pools.test)):
         labels = views.labels[idx]
         sets[name] = (video_batch(faces, pair_faces(labels, pool, eval_rng), eval_rng),
-                      views.features(idx, 0, spec_n), labels)
+                      views.features(idx, 0, recipe.n_mfcc), labels)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps = recipe.epochs * int(np.ceil(recipe.draws / recipe.batch))
@@ -150,7 +141,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
             labels = views.labels[idx]
             y = torch.from_numpy(labels)
             video = video_batch(faces, pair_faces(labels, pools.train, rng), rng)
-            audio = torch.from_numpy(views.features(idx, rng.integers(0, views.mfcc.shape[1], len(idx)), spec_n))
+            audio = torch.from_numpy(views.features(idx, rng.integers(0, views.mfcc.shape[1], len(idx)), recipe.n_mfcc))
             b = len(idx)
             # Hard modality dropout: originals, (no audio, video), (audio, no face).
             video3 = torch.cat([video, video, blank.expand(b * 15, -1)])
