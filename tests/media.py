@@ -8,6 +8,7 @@ For benchmark footage that decodes like a real camera's, see benchmarks/footage.
 """
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -108,3 +109,16 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int = 16000) -> Path
         stream.layout = "mono"
         _encode_audio(out, stream, audio, sample_rate)
     return path
+
+
+def write_archive(root: Path, make_clip, tag: str) -> Path:
+    """A folder as users keep them: 3 real clips (one at the top, two in a subfolder), a corrupt
+    one, a hidden copy and a text file. `make_clip(name, seconds=, size=)` writes a real clip."""
+    (root / "day1").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    for i, name in enumerate(["a.mp4", "day1/b.mp4", "day1/c.mp4"]):
+        (root / name).write_bytes(make_clip(f"{tag}{i}.mp4", seconds=2.0 + i, size=(320, 240)).read_bytes())
+    (root / "day1" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    (root / ".cache" / "x.mp4").write_bytes((root / "a.mp4").read_bytes())
+    (root / "notes.txt").write_text("not media")
+    return root

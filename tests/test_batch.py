@@ -18,6 +18,7 @@ pytest.importorskip("pyarrow")
 
 from mer.runtime import batch  # noqa: E402
 
+from media import write_archive  # noqa: E402
 from test_cli import run_cli  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")  # Ray Data's own internals
@@ -53,15 +54,7 @@ def infer_records(*args) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, clip_factory):
     """3 real clips (one in a subfolder), 1 corrupt, plus a hidden copy and a text file."""
-    root = tmp_path_factory.mktemp("batch") / "archive"
-    (root / "day1").mkdir(parents=True)
-    (root / ".cache").mkdir()
-    for i, name in enumerate(["a.mp4", "day1/b.mp4", "day1/c.mp4"]):
-        (root / name).write_bytes(clip_factory(f"batch{i}.mp4", seconds=2.0 + i, size=(320, 240)).read_bytes())
-    (root / "day1" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
-    (root / ".cache" / "x.mp4").write_bytes((root / "a.mp4").read_bytes())
-    (root / "notes.txt").write_text("not media")
-    return root
+    return write_archive(tmp_path_factory.mktemp("batch") / "archive", clip_factory, "batch")
 
 
 @pytest.fixture(scope="module")

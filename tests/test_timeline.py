@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from mer.runtime import window as windows
 from mer.runtime.spec import DEFAULT_SPEC as SPEC
 
+from media import write_archive
 from test_cli import RECORD_KEYS, assert_clean_stderr, run_cli
 
 
@@ -175,15 +175,7 @@ def test_ctrl_c_ends_live_cleanly(exported, clip_factory):
 # -- folders ---------------------------------------------------------------------------------
 @pytest.fixture()
 def folder(tmp_path, clip_factory):
-    root = tmp_path / "archive"
-    (root / "day1").mkdir(parents=True)
-    (root / ".cache").mkdir()
-    for i, name in enumerate(["a.mp4", "day1/b.mp4", "day1/c.mp4"]):
-        (root / name).write_bytes(clip_factory(f"f{i}.mp4", seconds=2.0 + i, size=(320, 240)).read_bytes())
-    (root / "day1" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
-    (root / ".cache" / "x.mp4").write_bytes((root / "a.mp4").read_bytes())
-    (root / "notes.txt").write_text("not media")
-    return root
+    return write_archive(tmp_path / "archive", clip_factory, "f")
 
 
 def test_folder_is_searched_recursively_and_a_rerun_skips_what_is_recorded(exported, folder, tmp_path):
