@@ -34,6 +34,25 @@ def test_forward_takes_the_onnx_contract_inputs(fusion):
     assert logits.shape == (2, 8) and torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("fusion", ["ia", "it", "lt"])
+def test_level_normalisation_makes_the_model_blind_to_recording_level(fusion):
+    # A gain of g dB moves every dB mel energy by g, which the orthonormal DCT puts in c0 alone
+    # (by g * sqrt(n_mels)): "level" must cancel exactly that and nothing else.
+    torch.manual_seed(0)
+    model = MerModel(fusion, audio_norm="level").eval()
+    faces = torch.randint(0, 256, (1, 15, 224, 224, 3), dtype=torch.uint8)
+    mfcc = torch.randn(1, 10, 157) * 30
+    louder, timbre = mfcc.clone(), mfcc.clone()
+    louder[:, 0] += 25 * 128 ** 0.5
+    timbre[:, 3] += 25.0
+    with torch.no_grad():
+        base, loud, other = model(faces, mfcc), model(faces, louder), model(faces, timbre)
+    assert torch.allclose(base, loud, atol=1e-4)
+    assert (base - other).abs().max() > 1e-3  # a change in timbre still reaches the logits
+    # Absent audio (all-zero MFCC) stays the input the no-audio condition was trained on.
+    assert torch.equal(model.audio_model.normalise(torch.zeros(1, 10, 157)), torch.zeros(1, 10, 157))
+
+
 def test_internal_face_size_downscales_inside_the_model():
     model = MerModel("ia", face_size=112).eval()
     faces = torch.randint(0, 256, (1, 15, 224, 224, 3), dtype=torch.uint8)

@@ -10,31 +10,39 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv1d(cin, cout, 3), nn.BatchNorm1d(cout), nn.ReLU(inplace=True), nn.MaxPool1d(2, 1))
 
 
-INPUT_NORMS = ("none", "cmn", "cmvn")
+INPUT_NORMS = ("none", "level", "cmn", "cmvn")
 
 
 class AudioCNN(nn.Module):
     """(B, n_mfcc, T) -> stage 1 (B, 128, T - 6) -> stage 2 (B, 128, T - 12)."""
 
-    def __init__(self, n_mfcc: int = 10, num_classes: int = 8, input_norm: str = "none"):
+    def __init__(self, n_mfcc: int = 10, num_classes: int = 8, input_norm: str = "none", width: int = 1):
         super().__init__()
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}")
         self.input_norm = input_norm
-        self.conv1d_0 = _block(n_mfcc, 64)
-        self.conv1d_1 = _block(64, 128)
-        self.conv1d_2 = _block(128, 256)
-        self.conv1d_3 = _block(256, 128)
+        # `width` multiplies the two inner layers only (the paper: 1): the stage outputs (128, 128)
+        # are what the fusions attend over, so every width fits every fusion.
+        self.conv1d_0 = _block(n_mfcc, 64 * width)
+        self.conv1d_1 = _block(64 * width, 128)
+        self.conv1d_2 = _block(128, 256 * width)
+        self.conv1d_3 = _block(256 * width, 128)
         # The audio-only classifier; the fusions ignore it (it is trained in unimodal runs).
         self.classifier_1 = nn.Sequential(nn.Linear(128, num_classes))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Per-utterance cepstral mean (and variance) normalisation over time, inside the graph.
 
-        The paper feeds raw MFCCs ("none"). All-zero input (absent audio) stays all-zero.
+        The paper feeds raw MFCCs ("none"). "level" removes only c0's mean: with an orthonormal DCT
+        of dB mel energies, a gain change moves c0 alone, so this makes the branch blind to recording
+        level (RAVDESS sits ~25 dB below the other corpora) while keeping loudness contours and timbre.
+        All-zero input (absent audio) stays all-zero.
         """
         if self.input_norm == "none":
             return x
+        if self.input_norm == "level":
+            c0 = x[:, :1] - x[:, :1].mean(-1, keepdim=True)
+            return torch.cat((c0, x[:, 1:]), dim=1)
         x = x - x.mean(-1, keepdim=True)
         if self.input_norm == "cmvn":
             x = x / (x.std(-1, keepdim=True) + 1e-3)

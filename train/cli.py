@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .audio_cnn import INPUT_NORMS
 from .paths import data_dir
 
 RUNS = Path("runs")
@@ -74,8 +75,11 @@ data_option = click.option("--data", type=click.Path(file_okay=False, path_type=
 preset_option = click.option("--preset", type=click.Choice(["actors03-24", "paper"]), default="actors03-24", show_default=True)
 fold_option = click.option("--fold", "folds", multiple=True, help="Fold name(s), e.g. test03-06 (default: all).")
 mfcc_option = click.option("--n-mfcc", default=10, show_default=True)
-norm_option = click.option("--audio-norm", type=click.Choice(["none", "cmn", "cmvn"]), default="none", show_default=True,
-                           help="Per-utterance MFCC normalisation inside the model (the paper: none).")
+norm_option = click.option("--audio-norm", type=click.Choice(INPUT_NORMS), default="level", show_default=True,
+                           help="Per-utterance MFCC normalisation inside the model (the paper: none; level: c0's "
+                                "mean removed, blind to recording level).")
+width_option = click.option("--audio-width", default=1, show_default=True,
+                            help="Width multiplier of the audio branch's inner layers (the paper: 1).")
 speed_option = click.option("--speed", default=0.0, show_default=True,
                             help="Speed perturbation of the training speech: random factor within 1 +- SPEED.")
 
@@ -214,15 +218,16 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @click.option("--held-out", default="", help="loco: only these held-out corpora (default: each of --corpora).")
 @mfcc_option
 @norm_option
-@click.option("--epochs", default=16, show_default=True)
+@click.option("--epochs", default=32, show_default=True)
 @click.option("--draws", default=4000, show_default=True, help="Utterances drawn per epoch (balanced).")
 @click.option("--ravdess-share", default=0.5, show_default=True,
               help="RAVDESS's share of the draws (0: an equal share with every other corpus).")
+@width_option
 @fold_option
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int,
-           ravdess_share: float, folds: tuple[str, ...], threads: int, out: Path) -> None:
+           ravdess_share: float, audio_width: int, folds: tuple[str, ...], threads: int, out: Path) -> None:
     """Audio branch on several speech corpora: RAVDESS folds, leave-one-corpus-out, or all (resumable)."""
     import torch
 
@@ -234,7 +239,8 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
         torch.set_num_threads(threads)
     names = _corpora(corpora)
     views = _views()
-    recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws, ravdess_share=ravdess_share)
+    recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws, ravdess_share=ravdess_share,
+                          width=audio_width)
     runs: list[tuple[str, np.ndarray, dict[str, np.ndarray], str | None]] = []
     if protocol == "ravdess-folds":
         for fold in _folds("actors03-24", folds):
@@ -256,7 +262,7 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
         state, result = train_speech(views, train, recipe, evals, select_on, log=lambda line: click.echo(f"{name} {line}"))
         result.update(name=name, corpora=names, n_train=int(len(train)))
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": state, "input_norm": audio_norm, "n_mfcc": n_mfcc, "fold": name,
+        torch.save({"state_dict": state, "input_norm": audio_norm, "n_mfcc": n_mfcc, "width": audio_width, "fold": name,
                     "trained_on": names}, out / f"audio-{name}.pt")
         _write(done, result)  # type: ignore[arg-type]
         results[name] = result
@@ -343,16 +349,17 @@ def _face_features(trunk_path: Path, size: int):
     return load_or_extract(cache, trunk, sets, size)
 
 
-def _audio_state(path: Path, n_mfcc: int, audio_norm: str) -> dict:
+def _audio_state(path: Path, recipe) -> dict:
     """An audio branch's weights (`mer-train speech` or `mer-train audio`), checked against the recipe."""
     import torch
 
     if not path.is_file():
         raise click.ClickException(f"{path}: no audio branch (run `mer-train speech`, or pass none)")
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    got = (blob.get("n_mfcc", n_mfcc), blob.get("input_norm", "none"))
-    if got != (n_mfcc, audio_norm):
-        raise click.ClickException(f"{path}: trained with n_mfcc {got[0]} and norm {got[1]}, not {n_mfcc} and {audio_norm}")
+    got = (blob.get("n_mfcc", recipe.n_mfcc), blob.get("input_norm", "none"), blob.get("width", 1))
+    want = (recipe.n_mfcc, recipe.audio_norm, recipe.audio_width)
+    if got != want:
+        raise click.ClickException(f"{path}: trained with n_mfcc, norm, width {got}, not {want}")
     return blob["state_dict"]
 
 
@@ -378,9 +385,10 @@ def _fusion_inputs(corpora: str, trunk: Path, recipe):
 @click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "speech" / "folds", show_default=True,
               help="Folder of `mer-train speech --protocol ravdess-folds` checkpoints to start each fold's audio "
                    "branch from (trained on the same fold's training speakers); 'none': from scratch.")
+@width_option
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True)
 def fusion(fusion: str, corpora: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, draws: int,
-           trunk: Path, audio_init: Path, out: Path) -> None:
+           trunk: Path, audio_init: Path, audio_width: int, out: Path) -> None:
     """A fusion per RAVDESS fold: cached trunk features of still faces paired with speech by emotion.
 
     Each fold trains on its training actors plus every speaker of the other corpora, selects on its
@@ -388,7 +396,8 @@ def fusion(fusion: str, corpora: str, folds: tuple[str, ...], n_mfcc: int, audio
     from .speech_views import fold_split
     from .train_fusion import FusionRecipe, train_fusion_fold
 
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
+                          audio_width=audio_width)
     views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     results = []
     for fold in _folds("actors03-24", folds):
@@ -397,7 +406,7 @@ def fusion(fusion: str, corpora: str, folds: tuple[str, ...], n_mfcc: int, audio
             results.append(json.loads(done.read_text()))
             continue
         audio_state = None if str(audio_init) == "none" else \
-            _audio_state(audio_init / f"audio-{fold.name}.pt", n_mfcc, audio_norm)
+            _audio_state(audio_init / f"audio-{fold.name}.pt", recipe)
         _, result, logits = train_fusion_fold(views, faces, pools, fold_split(views, fold, names), recipe, trunk_state, audio_state,
                                               log=click.echo)
         done.parent.mkdir(parents=True, exist_ok=True)
@@ -566,9 +575,10 @@ def report(runs: Path) -> None:
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 @click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "speech" / "all" / "audio-all.pt",
               show_default=True, help="Audio branch to start from (`mer-train speech --protocol all`); 'none': scratch.")
+@width_option
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: train/checkpoints/<fusion>.pt")
 def ship(fusion: str, corpora: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int, trunk: Path,
-         audio_init: Path, out: Path | None) -> None:
+         audio_init: Path, audio_width: int, out: Path | None) -> None:
     """The model to bundle: trained on every speaker at hand for a fixed number of epochs."""
     from mer.runtime.spec import DEFAULT_SPEC
 
@@ -576,13 +586,14 @@ def ship(fusion: str, corpora: str, n_mfcc: int, audio_norm: str, epochs: int, d
     from .speech_views import SpeechSplit
     from .train_fusion import FusionRecipe, train_fusion_fold
 
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws)
+    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
+                          audio_width=audio_width)
     views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     everyone = np.flatnonzero(np.isin(views.corpus, names))
     # No speaker is left for selection: the epoch count comes from the cross-validation, and the
     # final epoch is kept (the validation/test rows are on training speakers: not a score).
     split = SpeechSplit("all", everyone, views.where("ravdess"), views.where("ravdess"))
-    audio_state = None if str(audio_init) == "none" else _audio_state(audio_init, n_mfcc, audio_norm)
+    audio_state = None if str(audio_init) == "none" else _audio_state(audio_init, recipe)
     model, result, _ = train_fusion_fold(views, faces, pools, split, recipe, trunk_state, audio_state,
                                          log=click.echo, keep_last=True)
     out = out or bundled_checkpoint(fusion)

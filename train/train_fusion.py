@@ -37,7 +37,8 @@ class FusionRecipe:
     lr: float = 1e-3
     weight_decay: float = 0.05
     face_size: int = 112
-    audio_norm: str = "none"
+    audio_norm: str = "level"
+    audio_width: int = 1
     n_mfcc: int = 10
     draws: int = 1500            # utterances per epoch (balanced over corpus and class)
     ravdess_share: float = 0.5   # RAVDESS's share of the draws (the other corpora split the rest)
@@ -97,7 +98,8 @@ def evaluate(model: MerModel, video: torch.Tensor, audio: np.ndarray, labels: np
 
 
 def build_model(recipe: FusionRecipe, n_mfcc: int, trunk_state: dict, audio_state: dict | None) -> MerModel:
-    model = MerModel(recipe.fusion, n_mfcc=n_mfcc, face_size=recipe.face_size, audio_norm=recipe.audio_norm)
+    model = MerModel(recipe.fusion, n_mfcc=n_mfcc, face_size=recipe.face_size, audio_norm=recipe.audio_norm,
+                     audio_width=recipe.audio_width)
     missing, unexpected = model.visual_model.load_state_dict(trunk_state, strict=False)
     assert not unexpected and all(k.startswith(("conv1d", "classifier")) for k in missing), (missing, unexpected)
     if audio_state is not None:
