@@ -5,6 +5,8 @@ from pathlib import Path
 
 import onnx
 
+from mer.runtime.contract import Meta
+
 from .onnx_export import set_metadata
 
 
@@ -16,7 +18,7 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     proto = onnx.load(str(src))
     half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
     _sort_topologically(half.graph)  # the converter appends its input casts after their users
-    set_metadata(half, {"mer.precision": "fp16"})
+    set_metadata(half, {Meta.PRECISION: "fp16"})
     onnx.checker.check_model(half, full_check=True)
     onnx.save(half, str(dst))
     return dst

@@ -9,8 +9,9 @@ import numpy as np
 import onnx
 import torch
 
+from mer.runtime.contract import CONDITIONS, INPUTS, OUTPUT, Meta
 from mer.runtime.spec import LABELS, FeatureSpec
-from mer.train.fusion import CONDITIONS, MerModel
+from mer.train.fusion import MerModel
 
 VERSION = "0.1.0"
 
@@ -24,15 +25,15 @@ def example_inputs(spec: FeatureSpec, batch: int = 1, seed: int = 0) -> tuple[to
 
 def metadata(model: MerModel, spec: FeatureSpec, precision: str, trained_on: str) -> dict[str, str]:
     return {
-        "mer.labels": json.dumps(list(LABELS)),
-        "mer.fusion": model.fusion,
-        "mer.feature_spec": spec.to_json(),
-        "mer.version": VERSION,
-        "mer.precision": precision,
-        "mer.trained_on": trained_on,
-        "mer.model_config": json.dumps(model.config(), sort_keys=True),
+        Meta.LABELS: json.dumps(list(LABELS)),
+        Meta.FUSION: model.fusion,
+        Meta.FEATURE_SPEC: spec.to_json(),
+        Meta.VERSION: VERSION,
+        Meta.PRECISION: precision,
+        Meta.TRAINED_ON: trained_on,
+        Meta.MODEL_CONFIG: json.dumps(model.config(), sort_keys=True),
         # The temperatures the graph divides its logits by, per modality condition (1: uncalibrated).
-        "mer.temperature": json.dumps(dict(zip(CONDITIONS, (round(float(t), 6) for t in model.temperature)))),
+        Meta.TEMPERATURE: json.dumps(dict(zip(CONDITIONS, (round(float(t), 6) for t in model.temperature)))),
     }
 
 
@@ -50,8 +51,8 @@ def export_onnx(model: MerModel, spec: FeatureSpec, path: Path, trained_on: str,
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (faces, mfcc), str(tmp), input_names=["faces", "mfcc"],
-                          output_names=["logits"], dynamo=True, external_data=False, optimize=True,
+        torch.onnx.export(model, (faces, mfcc), str(tmp), input_names=list(INPUTS),
+                          output_names=[OUTPUT], dynamo=True, external_data=False, optimize=True,
                           verbose=False)
     proto = onnx.load(str(tmp))
     set_metadata(proto, metadata(model, spec, "fp32", trained_on))

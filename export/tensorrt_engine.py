@@ -11,6 +11,8 @@ from pathlib import Path
 
 import onnx
 
+from mer.runtime.contract import Meta, Sidecar
+
 
 def available() -> tuple[bool, str]:
     """(usable, reason): TensorRT importable and a CUDA GPU visible."""
@@ -55,14 +57,14 @@ def build_engine(onnx_path: Path, engine_path: Path, timing_cache: Path | None =
     if serialized is None:
         raise RuntimeError(f"{onnx_path}: TensorRT failed to build an engine")
     meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    meta["mer.precision"] = "fp16"  # the engine runs in FP16 whatever the ONNX file's precision
+    meta[Meta.PRECISION] = "fp16"  # the engine runs in FP16 whatever the ONNX file's precision
     sidecar = {
-        "tensorrt_version": trt.__version__,
-        "gpu": torch.cuda.get_device_name(0),
-        "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
-        "precision": "fp16",
-        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
-        "metadata": meta,
+        Sidecar.TENSORRT_VERSION: trt.__version__,
+        Sidecar.GPU: torch.cuda.get_device_name(0),
+        Sidecar.COMPUTE_CAPABILITY: ".".join(map(str, torch.cuda.get_device_capability(0))),
+        Sidecar.PRECISION: "fp16",
+        Sidecar.ONNX_SHA256: hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        Sidecar.METADATA: meta,
     }
     # Engine and sidecar land together (the runtime refuses an engine without its sidecar).
     engine_path.with_suffix(engine_path.suffix + ".json").write_text(json.dumps(sidecar, indent=2))

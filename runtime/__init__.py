@@ -12,7 +12,7 @@ import importlib
 
 _EXPORTS = {
     "Recognizer": "recognizer", "Result": "recognizer", "bundled_model": "recognizer",
-    "DEFAULT_FUSION": "recognizer", "FUSIONS": "recognizer",
+    "DEFAULT_FUSION": "contract", "FUSIONS": "contract",
     "FeatureSpec": "spec", "DEFAULT_SPEC": "spec", "LABELS": "spec",
     "MerError": "errors", "InputError": "errors", "ModelError": "errors",
 }

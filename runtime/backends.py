@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import INPUTS, OUTPUT, Meta
 from .errors import ModelError
 from .spec import LABELS, FeatureSpec, SpecError
 
@@ -47,20 +48,20 @@ def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]],
                     logits_shape: list | None = None) -> ModelInfo:
     """Check a model's metadata and I/O against the contract. `inputs`: name -> (dtype, shape);
     `logits_shape`: the output's static shape where known (symbolic dims as str or None)."""
-    if "mer.feature_spec" not in meta:
-        raise ModelError(path, "not a mer model (no mer.feature_spec in its metadata)")
+    if Meta.FEATURE_SPEC not in meta:
+        raise ModelError(path, f"not a mer model (no {Meta.FEATURE_SPEC} in its metadata)")
     try:
-        spec = FeatureSpec.from_json(meta["mer.feature_spec"])
+        spec = FeatureSpec.from_json(meta[Meta.FEATURE_SPEC])
     except SpecError as exc:
         raise ModelError(path, f"feature spec this runtime cannot honour: {exc}") from None
     try:
-        labels = tuple(json.loads(meta.get("mer.labels", "[]")))
+        labels = tuple(json.loads(meta.get(Meta.LABELS, "[]")))
     except (json.JSONDecodeError, TypeError):
-        raise ModelError(path, "mer.labels metadata is not a JSON list") from None
+        raise ModelError(path, f"{Meta.LABELS} metadata is not a JSON list") from None
     if labels != LABELS:
         raise ModelError(path, f"labels {list(labels)} differ from this runtime's {list(LABELS)}")
-    if set(inputs) != {"faces", "mfcc"} or outputs != ["logits"]:
-        raise ModelError(path, f"expected inputs faces, mfcc and output logits, got {sorted(inputs)} -> {outputs}")
+    if set(inputs) != set(INPUTS) or outputs != [OUTPUT]:
+        raise ModelError(path, f"expected inputs {', '.join(INPUTS)} and output {OUTPUT}, got {sorted(inputs)} -> {outputs}")
     (faces_type, faces_shape), (mfcc_type, mfcc_shape) = inputs["faces"], inputs["mfcc"]
     if mfcc_type != "float32":
         raise ModelError(path, f"mfcc input must be float32, got {mfcc_type}")
@@ -71,7 +72,7 @@ def read_model_info(path: Path, meta: dict, inputs: dict[str, tuple[str, list]],
         raise ModelError(path, f"mfcc input {mfcc_shape} does not match its feature spec {spec.mfcc_shape}")
     if logits_shape is not None:
         _check_logits_shape(path, logits_shape, len(labels))
-    return ModelInfo(path, meta.get("mer.fusion", "?"), meta.get("mer.precision", "fp32"), labels, spec, batch, meta)
+    return ModelInfo(path, meta.get(Meta.FUSION, "?"), meta.get(Meta.PRECISION, "fp32"), labels, spec, batch, meta)
 
 
 def _check_logits_shape(path: Path, shape: list, n_labels: int) -> None:

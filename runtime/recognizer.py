@@ -13,15 +13,13 @@ import numpy as np
 
 from . import window as windows
 from .backends import load_model
+from .contract import DEFAULT_FUSION, FUSIONS
 from .engine import WindowInputs, clip_inputs, clip_window, in_background, model_inputs, window_inputs
 from .errors import InputError, ModelError
 from .faces import FaceCropper
 from .mfcc import mfcc as compute_mfcc
 from .source import AUDIO_SUFFIXES, MediaSource, open_live, sanitise
 from .spec import FeatureSpec
-
-DEFAULT_FUSION = "ia"
-FUSIONS = ("lt", "it", "ia")
 
 
 def bundled_model(fusion: str = DEFAULT_FUSION) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import ModelInfo, check_logits, read_model_info
+from .contract import OUTPUT, Sidecar
 from .errors import ModelError
 
 
@@ -54,10 +55,10 @@ class TensorRTModel:
             raise ModelError(path, f"cannot check the engine against this machine ({exc})") from None
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         capability = f"{props.major}.{props.minor}"
-        if (sidecar.get("tensorrt_version") != trt.__version__ or sidecar.get("gpu") != gpu
-                or sidecar.get("compute_capability", capability) != capability):
-            raise ModelError(path, f"engine built with TensorRT {sidecar.get('tensorrt_version')} on "
-                                   f"{sidecar.get('gpu')} (sm {sidecar.get('compute_capability')}); this is "
+        built = (sidecar.get(Sidecar.TENSORRT_VERSION), sidecar.get(Sidecar.GPU),
+                 sidecar.get(Sidecar.COMPUTE_CAPABILITY, capability))
+        if built != (trt.__version__, gpu, capability):
+            raise ModelError(path, f"engine built with TensorRT {built[0]} on {built[1]} (sm {built[2]}); this is "
                                    f"TensorRT {trt.__version__} on {gpu} (sm {capability}): "
                                    "rebuild it with mer-export on this machine")
         self._trt, self._cudart = trt, cudart
@@ -85,10 +86,10 @@ class TensorRTModel:
             else:
                 outputs.append(name)
                 shapes[name] = list(shape)
-        self.info: ModelInfo = read_model_info(path, sidecar.get("metadata", {}), inputs, outputs,
-                                               shapes.get("logits"))
+        self.info: ModelInfo = read_model_info(path, sidecar.get(Sidecar.METADATA, {}), inputs, outputs,
+                                               shapes.get(OUTPUT))
         self.backend_name = f"tensorrt:{trt.__version__}"
-        self.precision = sidecar.get("precision", "fp16")
+        self.precision = sidecar.get(Sidecar.PRECISION, "fp16")
 
     def close(self) -> None:
         """Free the pinned and device buffers and the stream."""

@@ -472,7 +472,7 @@ def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | N
 
     from .calibrate import ece, fit_temperature, plot_reliability, softmax
     from .checkpoint import bundled_checkpoint
-    from .fusion import CONDITIONS
+    from mer.runtime.contract import CONDITIONS
 
     files = sorted((runs / fusion).glob("test*-logits.npz"))
     if not files:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mer.runtime.contract import CONDITIONS, FUSIONS
+
 from .attention import Attention, AttentionBlock
 from .audio_cnn import AudioCNN
 from .efficientface import EfficientFaceTemporal
 
-FUSIONS = ("lt", "it", "ia")
-# Modality conditions, in the order of MerModel.temperature.
-CONDITIONS = ("audiovisual", "audio_only", "video_only")
 E_DIM = 128        # stage-2 width of both branches
 VIDEO_STAGE1 = 64  # stage-1 width of the visual branch
 AUDIO_STAGE1 = 128
@@ -54,7 +53,7 @@ class MerModel(nn.Module):
         self.classifier_1 = nn.Sequential(nn.Linear(2 * E_DIM, num_classes))
         # Calibration (train/calibrate.py): logits are divided by a temperature fitted on validation
         # folds, one per modality condition the runtime can feed. 1.0 = uncalibrated.
-        self.register_buffer("temperature", torch.ones(len(CONDITIONS)))
+        self.register_buffer("temperature", torch.ones(len(CONDITIONS)))  # one per contract.CONDITIONS, in order
 
     def config(self) -> dict:
         """Constructor arguments, stored in checkpoints so a model can be rebuilt from one."""

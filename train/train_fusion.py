@@ -22,8 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mer.runtime.contract import CONDITIONS
+
 from .face_features import FaceFeatures
-from .fusion import CONDITIONS, MerModel
+from .fusion import MerModel
 from .metrics import summarise
 from .speech_views import SpeechSplit, SpeechViews
 from .train_speech import balanced_weights
