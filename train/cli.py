@@ -17,6 +17,7 @@ Paper recipe (needs RAVDESS video, ideally a GPU; torchrun for several):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -316,20 +317,23 @@ def score_speech(checkpoints: tuple[Path, ...], corpora: str) -> None:
         _write(path.with_suffix(".scores.json"), [{"checkpoint": str(path), **rows}])
 
 
-def _trunk_state(path: Path) -> dict:
+@functools.lru_cache(maxsize=2)
+def _trunk(path: Path) -> dict:
+    """A face-trunk checkpoint, read once per command (features, fusion and trained-on line use it)."""
     import torch
 
     if not path.is_file():
         raise click.ClickException(f"{path}: no pretrained face trunk (run `mer-train faces` first)")
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _trunk_state(path: Path) -> dict:
+    return _trunk(path)["state_dict"]
 
 
 def _trunk_note(path: Path) -> str:
     """What a trunk checkpoint says about its fine-tuning, for the model's trained-on line."""
-    import torch
-
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    return " (fine-tuned with video degradations)" if blob.get("video_aug") else ""
+    return " (fine-tuned with video degradations)" if _trunk(path).get("video_aug") else ""
 
 
 def _face_features(trunk_path: Path, size: int):
@@ -471,8 +475,9 @@ def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | N
     import torch
 
     from .calibrate import ece, fit_temperature, plot_reliability, softmax
-    from .checkpoint import bundled_checkpoint
     from mer.runtime.contract import CONDITIONS
+
+    from .checkpoint import bundled_checkpoint
 
     files = sorted((runs / fusion).glob("test*-logits.npz"))
     if not files:

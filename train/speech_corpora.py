@@ -75,14 +75,14 @@ def _by_folder(corpus: str, labels: dict[str, int]):
     return index
 
 
-def ravdess_speakers(actors) -> list[str]:
-    """Speaker ids of RAVDESS actors (ints), as the index names them."""
-    return [f"ravdess:{a:02d}" for a in actors]
+def ravdess_speaker(actor: int) -> str:
+    """The speaker id of a RAVDESS actor, as the index names it."""
+    return f"ravdess:{actor:02d}"
 
 
 def _ravdess(root: Path) -> list[Utterance]:
     takes = check_no_held_out(index_ravdess(root))  # actors 01-02 are never trained or tuned on
-    return [Utterance(t.audio, "ravdess", ravdess_speakers([t.actor])[0], t.emotion) for t in takes if t.audio is not None]
+    return [Utterance(t.audio, "ravdess", ravdess_speaker(t.actor), t.emotion) for t in takes if t.audio is not None]
 
 
 INDEXERS = {"ravdess": _ravdess, "tess": _tess, "emodb": _emodb, "urdu": _by_folder("urdu", URDU),

@@ -25,7 +25,7 @@ from mer.runtime.spec import FeatureSpec
 from .audio_cache import cut_window, decode_cached
 from .ravdess import Fold
 from .speech_augment import random_recording
-from .speech_corpora import Utterance, ravdess_speakers
+from .speech_corpora import Utterance, ravdess_speaker
 
 VIEWS = 6
 MAX_MFCC = 40
@@ -72,10 +72,11 @@ class SpeechSplit:
 def fold_split(views: SpeechViews, fold: Fold, corpora: tuple[str, ...]) -> SpeechSplit:
     """A RAVDESS actor fold: its training actors plus every speaker of the other `corpora` train;
     validation and test are its RAVDESS actors only."""
+    def actors(group) -> np.ndarray:
+        return views.where("ravdess", [ravdess_speaker(a) for a in group])
+
     others = np.flatnonzero(np.isin(views.corpus, [c for c in corpora if c != "ravdess"]))
-    return SpeechSplit(fold.name, np.concatenate([views.where("ravdess", ravdess_speakers(fold.train)), others]),
-                       views.where("ravdess", ravdess_speakers(fold.val)),
-                       views.where("ravdess", ravdess_speakers(fold.test)))
+    return SpeechSplit(fold.name, np.concatenate([actors(fold.train), others]), actors(fold.val), actors(fold.test))
 
 
 def _views_of(args) -> tuple[list[int], np.ndarray]:

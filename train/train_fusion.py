@@ -99,8 +99,8 @@ def evaluate(model: MerModel, video: torch.Tensor, audio: np.ndarray, labels: np
             for name, logits in condition_logits(model, video, audio, blank).items()}
 
 
-def build_model(recipe: FusionRecipe, n_mfcc: int, trunk_state: dict, audio_state: dict | None) -> MerModel:
-    model = MerModel(recipe.fusion, n_mfcc=n_mfcc, face_size=recipe.face_size, audio_norm=recipe.audio_norm,
+def build_model(recipe: FusionRecipe, trunk_state: dict, audio_state: dict | None) -> MerModel:
+    model = MerModel(recipe.fusion, n_mfcc=recipe.n_mfcc, face_size=recipe.face_size, audio_norm=recipe.audio_norm,
                      audio_width=recipe.audio_width)
     missing, unexpected = model.visual_model.load_state_dict(trunk_state, strict=False)
     assert not unexpected and all(k.startswith(("conv1d", "classifier")) for k in missing), (missing, unexpected)
@@ -120,7 +120,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     the kept epoch ("val", "test") and of the last ("last_val", "last_test"; what calibration uses)."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    model = build_model(recipe, recipe.n_mfcc, trunk_state, audio_state)
+    model = build_model(recipe, trunk_state, audio_state)
     blank = no_face_feature(model)
     eval_rng = np.random.default_rng(1234)  # fixed pairings: every epoch and run sees the same eval set
     sets = {}
