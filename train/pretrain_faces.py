@@ -131,8 +131,11 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
         log.write(json.dumps(row) + "\n"); log.flush()
         if row["ferplus_valid"]["accuracy"] > best:
             best = row["ferplus_valid"]["accuracy"]
+            # The recipe travels with the weights: `mer-train ship` names a video fine-tune in the
+            # model's trained-on line from `video_aug`.
             torch.save({"state_dict": model.trunk.state_dict(), "fc": model.fc.state_dict(),
-                        "size": size, "epoch": epoch, "metrics": row}, out / "best_trunk.pt")
+                        "size": size, "epoch": epoch, "metrics": row, "video_aug": video_aug,
+                        "init": str(init) if init else None, "tfeid_repeat": tfeid_repeat}, out / "best_trunk.pt")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch, "best": best}, ckpt_path)
 
