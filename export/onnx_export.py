@@ -32,8 +32,11 @@ def metadata(model: MerModel, spec: FeatureSpec, precision: str, trained_on: str
         Meta.PRECISION: precision,
         Meta.TRAINED_ON: trained_on,
         Meta.MODEL_CONFIG: json.dumps(model.config(), sort_keys=True),
-        # The temperatures the graph divides its logits by, per modality condition (1: uncalibrated).
+        # The calibration inside the graph, per modality condition: logits / temperature + class bias
+        # (1 and 0: uncalibrated).
         Meta.TEMPERATURE: json.dumps(dict(zip(CONDITIONS, (round(float(t), 6) for t in model.temperature)))),
+        Meta.CLASS_BIAS: json.dumps({c: dict(zip(LABELS, (round(float(v), 6) for v in row)))
+                                     for c, row in zip(CONDITIONS, model.class_bias)}),
     }
 
 

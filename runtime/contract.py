@@ -9,8 +9,9 @@ from __future__ import annotations
 FUSIONS = ("lt", "it", "ia")  # late transformer, intermediate transformer, intermediate attention
 DEFAULT_FUSION = "ia"
 
-# What the runtime can feed, each with its own calibration temperature: both modalities, speech
-# with no face found (the trunk sees all-zero crops), a face with no audio (all-zero MFCC).
+# What the runtime can feed, each with its own calibration (temperature and class bias): both
+# modalities, speech with no face found (the trunk sees all-zero crops), a face with no audio
+# (all-zero MFCC).
 CONDITIONS = ("audiovisual", "audio_only", "video_only")
 
 INPUTS = ("faces", "mfcc")  # uint8 (B, 15, 224, 224, 3) RGB crops; float32 (B, n_mfcc, frames)
@@ -27,6 +28,7 @@ class Meta:
     TRAINED_ON = "mer.trained_on"      # one line: what data trained the weights
     MODEL_CONFIG = "mer.model_config"  # JSON: MerModel's constructor arguments
     TEMPERATURE = "mer.temperature"    # JSON: condition -> temperature the graph divides by
+    CLASS_BIAS = "mer.class_bias"      # JSON: condition -> {label: bias the graph adds after dividing}
 
 
 class Sidecar:

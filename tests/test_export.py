@@ -70,23 +70,28 @@ def test_onnx_is_valid_fixed_shape_and_matches_torch(exported, real_inputs, fusi
     assert dev < 0.05 * max(1.0, float(np.abs(ref).max()))
 
 
-def test_calibration_temperature_travels_inside_the_graph(real_inputs, tmp_path):
-    """Each modality condition the runtime feeds gets its own temperature, in ONNX Runtime too."""
+def test_calibration_travels_inside_the_graph(real_inputs, tmp_path):
+    """Each modality condition the runtime feeds gets its own temperature and class bias, in ONNX
+    Runtime too, and the metadata says which."""
     import torch
 
     model = _model("ia").eval()
     model.temperature.copy_(torch.tensor([1.5, 2.5, 3.5]))
+    bias = torch.arange(24, dtype=torch.float32).reshape(3, 8) / 10 - 1.0
+    model.class_bias.copy_(bias)
     path = export_onnx(model, DEFAULT_SPEC, tmp_path / "calibrated.onnx", "test")
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(meta["mer.temperature"]) == {"audiovisual": 1.5, "audio_only": 2.5, "video_only": 3.5}
+    assert json.loads(meta["mer.class_bias"])["video_only"]["disgust"] == pytest.approx(float(bias[2, 6]))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     faces, feats = real_inputs
-    for t, f, m in ((1.5, faces, feats), (2.5, np.zeros_like(faces), feats), (3.5, faces, np.zeros_like(feats))):
+    for k, (t, f, m) in enumerate(((1.5, faces, feats), (2.5, np.zeros_like(faces), feats),
+                                   (3.5, faces, np.zeros_like(feats)))):
         with torch.no_grad():
             raw = model.forward_features(model.visual_model.forward_features(model.prepare_faces(torch.from_numpy(f))),
                                          torch.from_numpy(m)).numpy()
         got = session.run(None, {"faces": f, "mfcc": m})[0]
-        assert np.abs(got * t - raw).max() < 1e-3 * max(1.0, float(np.abs(raw).max()))
+        assert np.abs((got - bias[k].numpy()) * t - raw).max() < 1e-3 * max(1.0, float(np.abs(raw).max()))
 
 
 def test_mer_export_cli_writes_onnx_and_says_why_tensorrt_was_skipped(tmp_path, clip_factory):

@@ -130,6 +130,26 @@ def test_temperature_fit_recovers_the_temperature_and_lowers_ece():
     assert ece(softmax(overconfident / t), labels) < 0.03 < ece(softmax(overconfident), labels)
 
 
+def test_temperature_and_class_bias_fit_recover_a_prior_shift():
+    """A model 3x too sure of itself *and* with the wrong class priors: the joint fit finds both,
+    and only it makes each class as frequent in the scores as in the labels."""
+    from mer.train.calibrate import ece, fit_temperature, fit_temperature_and_bias, softmax
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2.0, (4000, 8))
+    prior = np.array([1.5, -1.0, 0.0, 0.0, 0.5, 0.0, -1.5, 0.5])   # the truth favours class 0, not 6
+    labels = np.array([rng.choice(8, p=p) for p in softmax(true_logits + prior)])
+    t, bias = fit_temperature_and_bias(true_logits * 3.0, labels)
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert np.abs(bias - (prior - prior.mean())).max() < 0.2 and abs(bias.sum()) < 1e-6
+    t_only = fit_temperature(true_logits * 3.0, labels)
+    frequency = np.bincount(labels, minlength=8) / len(labels)
+    with_bias = np.abs(softmax(true_logits * 3.0 / t + bias).mean(0) - frequency).max()
+    without = np.abs(softmax(true_logits * 3.0 / t_only).mean(0) - frequency).max()
+    assert with_bias < 0.01 < 0.03 < without
+    assert ece(softmax(true_logits * 3.0 / t + bias), labels) < 0.03
+
+
 def test_temperature_is_chosen_by_the_condition_the_runtime_feeds():
     import torch
 
@@ -144,9 +164,11 @@ def test_temperature_is_chosen_by_the_condition_the_runtime_feeds():
     with torch.no_grad():
         plain = model(faces, mfcc)
         model.temperature.copy_(torch.tensor([2.0, 4.0, 8.0]))
+        bias = torch.randn(3, 8)
+        model.class_bias.copy_(bias)
         scaled = model(faces, mfcc)
-    assert torch.allclose(scaled * torch.tensor([[2.0], [4.0], [8.0]]), plain, atol=1e-5)
-    assert "temperature" in model.state_dict()
+    assert torch.allclose((scaled - bias) * torch.tensor([[2.0], [4.0], [8.0]]), plain, atol=1e-5)
+    assert {"temperature", "class_bias"} <= set(model.state_dict())
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "speech_more").is_dir(), reason=f"needs {SHARED}/data/speech_more")

@@ -1,10 +1,12 @@
-"""Confidence that means something: temperature scaling per modality condition, and how to check it.
+"""Confidence that means something: calibration per modality condition, and how to check it.
 
-A temperature T divides the logits before the softmax; it changes no label, only how sure the
-model says it is. One T per condition (both modalities, voice only, face only) because a model
-is over-confident by different amounts when it hears and sees than when it only hears. T is
-fitted by minimising the negative log-likelihood on validation folds (Guo et al., ICML 2017) and
-folded into the exported graph (MerModel.temperature), so every backend serves calibrated scores.
+Logits become logits / T + b before the softmax. The temperature T changes no label, only how sure
+the model says it is (Guo et al., ICML 2017). The per-class bias b re-weighs the classes: a model
+that, say, sees a face but no voice under-calls disgust and over-calls neutral has the wrong class
+priors in that condition, which no temperature can fix ("bias-corrected temperature scaling",
+Alexandari et al., ICML 2020). One (T, b) per condition (both modalities, voice only, face only),
+fitted by minimising the negative log-likelihood on validation folds and folded into the exported
+graph (MerModel.temperature, MerModel.class_bias), so every backend serves calibrated scores.
 """
 from __future__ import annotations
 
@@ -39,6 +41,43 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         else:
             lo = a
     return float(np.exp((lo + hi) / 2))
+
+
+def fit_temperature_and_bias(logits: np.ndarray, labels: np.ndarray, iters: int = 50) -> tuple[float, np.ndarray]:
+    """(T, b) minimising the NLL of softmax(logits / T + b): Newton's method on (1 / T, b), in which
+    the NLL is convex (the logits are linear in them). b is centred (a constant shift of every class
+    changes nothing); a tiny ridge on b pins that direction down for the solver."""
+    n, k = logits.shape
+    onehot = np.eye(k)[labels]
+    theta = np.r_[1.0 / fit_temperature(logits, labels), np.zeros(k)]  # start from the temperature alone
+    ridge = 1e-6
+
+    def loss(th: np.ndarray) -> float:
+        z = th[0] * logits + th[1:]
+        z = z - z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - (z * onehot).sum(1))) + ridge * float(th[1:] @ th[1:])
+
+    for _ in range(iters):
+        p = softmax(theta[0] * logits + theta[1:])
+        r = p - onehot                                       # d NLL / d z, per sample
+        grad = np.r_[np.mean((r * logits).sum(1)), r.mean(0)] + np.r_[0.0, 2 * ridge * theta[1:]]
+        pl = p * logits
+        hz_l = pl - p * pl.sum(1, keepdims=True)             # H_z @ logits, per sample (H_z = diag p - p p^T)
+        hess = np.empty((k + 1, k + 1))
+        hess[0, 0] = np.mean((hz_l * logits).sum(1))
+        hess[0, 1:] = hess[1:, 0] = hz_l.mean(0)
+        hess[1:, 1:] = np.diag(p.mean(0)) - p.T @ p / n
+        hess[1:, 1:] += 2 * ridge * np.eye(k)
+        step = np.linalg.solve(hess, grad)
+        size, before = 1.0, loss(theta)
+        while loss(theta - size * step) > before and size > 1e-4:  # damped: never a worse fit
+            size /= 2
+        theta = theta - size * step
+        if np.abs(size * step).max() < 1e-8:
+            break
+    if theta[0] <= 0:
+        raise ValueError("calibration: the fitted temperature is not positive (the logits anti-correlate with the labels)")
+    return float(1.0 / theta[0]), theta[1:] - theta[1:].mean()
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> list[dict]:

@@ -36,7 +36,7 @@ def load_checkpoint(path: Path, fusion: str | None = None) -> tuple[MerModel, Fe
             raise ValueError(f"{path}: checkpoint holds a {blob['config']['fusion']!r} model, not {fusion!r}")
         model = MerModel(**blob["config"])
         missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
-        if unexpected or set(missing) - {"temperature"}:  # checkpoints from before calibration lack it
+        if unexpected or set(missing) - {"temperature", "class_bias"}:  # from before calibration (or its bias)
             raise ValueError(f"{path}: checkpoint does not fit its own config (missing {missing}, unexpected {unexpected})")
         return model, FeatureSpec.from_json(blob["spec"]), blob["trained_on"]
     if fusion is None:

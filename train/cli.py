@@ -8,7 +8,7 @@ CPU recipe (what ships; each stage resumable, each number reproducible):
     mer-train speech --protocol all --out runs/speech/all               # the audio branch that ships
     mer-train fusion --fusion ia                 # fusion per fold: frozen trunk, speech, modality dropout
     mer-train ship --fusion ia                   # one model on every speaker -> train/checkpoints/ia.pt
-    mer-train calibrate --fusion ia              # temperatures from the folds' validation actors
+    mer-train calibrate --fusion ia              # temperature + class bias from the folds' validation actors
 
 \b
 Paper recipe (needs RAVDESS video, ideally a GPU; torchrun for several):
@@ -470,11 +470,12 @@ def speech_report(loco: Path, baseline: Path, folds: Path) -> None:
               help="Checkpoint to write the temperatures into (default: the bundled train/checkpoints/<fusion>.pt).")
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Reliability diagram PNG to write.")
 def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | None) -> None:
-    """Fit one temperature per modality condition on the folds' validation actors (last epoch, as
-    shipped), report ECE before and after on validation and test, and fold them into the checkpoint."""
+    """Fit a temperature and a per-class bias per modality condition on the folds' validation actors
+    (last epoch, as shipped), report ECE and accuracy before and after on validation and test, and
+    fold them into the checkpoint."""
     import torch
 
-    from .calibrate import ece, fit_temperature, plot_reliability, softmax
+    from .calibrate import ece, fit_temperature_and_bias, plot_reliability, softmax
     from mer.runtime.contract import CONDITIONS
 
     from .checkpoint import bundled_checkpoint
@@ -487,34 +488,41 @@ def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | N
     def pooled(part: str, key: str) -> np.ndarray:
         return np.concatenate([b[f"{part}_{key}"] for b in blobs])
 
-    temps, rows, curves = [], {}, {}
+    temps, biases, rows, curves = [], [], {}, {}
     for c in CONDITIONS:
-        t = fit_temperature(pooled("last_val", c), pooled("last_val", "labels"))
+        t, bias = fit_temperature_and_bias(pooled("last_val", c), pooled("last_val", "labels"))
         temps.append(t)
-        row = {"temperature": round(t, 4)}
+        biases.append(bias)
+        row = {"temperature": round(t, 4), "class_bias": [round(float(v), 4) for v in bias]}
         for part in ("last_val", "last_test"):
             logits, labels = pooled(part, c), pooled(part, "labels")
-            row[part] = {"ece_before": ece(softmax(logits), labels), "ece_after": ece(softmax(logits / t), labels),
-                         "accuracy": float((logits.argmax(1) == labels).mean()), "n": int(len(labels)),
-                         "per_fold_ece_after": [ece(softmax(b[f"{part}_{c}"] / t), b[f"{part}_labels"]) for b in blobs]}
+            after = softmax(logits / t + bias)
+            row[part] = {"ece_before": ece(softmax(logits), labels), "ece_after": ece(after, labels),
+                         "accuracy_before": float((logits.argmax(1) == labels).mean()),
+                         "accuracy_after": float((after.argmax(1) == labels).mean()), "n": int(len(labels)),
+                         "per_fold_ece_after": [ece(softmax(b[f"{part}_{c}"] / t + bias), b[f"{part}_labels"])
+                                                for b in blobs]}
         rows[c] = row
-        curves[c] = (softmax(pooled("last_test", c)), softmax(pooled("last_test", c) / t), pooled("last_test", "labels"))
-        click.echo(f"{c}: T = {t:.3f}; ECE validation {row['last_val']['ece_before']:.3f} -> "
-                   f"{row['last_val']['ece_after']:.3f}, test {row['last_test']['ece_before']:.3f} -> "
-                   f"{row['last_test']['ece_after']:.3f} (n = {row['last_test']['n']})")
+        curves[c] = (softmax(pooled("last_test", c)), softmax(pooled("last_test", c) / t + bias),
+                     pooled("last_test", "labels"))
+        v, s = row["last_val"], row["last_test"]
+        click.echo(f"{c}: T = {t:.3f}, bias {np.round(bias, 2).tolist()}; ECE validation {v['ece_before']:.3f} -> "
+                   f"{v['ece_after']:.3f}, test {s['ece_before']:.3f} -> {s['ece_after']:.3f}; test accuracy "
+                   f"{s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f} (n = {s['n']})")
     _write(runs / fusion / "calibration.json", [{"fusion": fusion, "folds": [f.name for f in files], **rows}])
     if figure is not None:
         figure.parent.mkdir(parents=True, exist_ok=True)
         plot_reliability(curves, figure, f"{fusion}: RAVDESS test actors of 5 folds (speech + held-out faces), "
-                                         f"before and after temperature scaling fitted on validation actors")
+                                         f"before and after calibration fitted on validation actors")
         click.echo(f"wrote {figure}")
     path = checkpoint or bundled_checkpoint(fusion)
     blob = torch.load(path, map_location="cpu", weights_only=False)
     blob["state_dict"]["temperature"] = torch.tensor(temps, dtype=torch.float32)
+    blob["state_dict"]["class_bias"] = torch.tensor(np.stack(biases), dtype=torch.float32)
     blob["calibration"] = rows
     torch.save(blob, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
-    click.echo(f"wrote temperatures {[round(t, 3) for t in temps]} into {path}")
+    click.echo(f"wrote temperatures {[round(t, 3) for t in temps]} and class biases into {path}")
 
 
 def _without(confusion: list[list[int]], label: int) -> float:

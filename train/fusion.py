@@ -51,9 +51,12 @@ class MerModel(nn.Module):
             self.av1 = Attention(VIDEO_STAGE1, AUDIO_STAGE1, AUDIO_STAGE1, num_heads)
             self.va1 = Attention(AUDIO_STAGE1, VIDEO_STAGE1, VIDEO_STAGE1, num_heads)
         self.classifier_1 = nn.Sequential(nn.Linear(2 * E_DIM, num_classes))
-        # Calibration (train/calibrate.py): logits are divided by a temperature fitted on validation
-        # folds, one per modality condition the runtime can feed. 1.0 = uncalibrated.
-        self.register_buffer("temperature", torch.ones(len(CONDITIONS)))  # one per contract.CONDITIONS, in order
+        # Calibration (train/calibrate.py), one per modality condition the runtime can feed (rows in
+        # contract.CONDITIONS order): logits / temperature + class_bias, fitted on validation folds.
+        # 1 and 0 = uncalibrated. The bias corrects each condition's class priors (the face alone
+        # under-calls disgust and over-calls neutral); the temperature, its over-confidence.
+        self.register_buffer("temperature", torch.ones(len(CONDITIONS)))
+        self.register_buffer("class_bias", torch.zeros(len(CONDITIONS), num_classes))
 
     def config(self) -> dict:
         """Constructor arguments, stored in checkpoints so a model can be rebuilt from one."""
@@ -73,15 +76,16 @@ class MerModel(nn.Module):
 
     def forward(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         logits = self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
-        return logits / self.condition_temperature(faces, mfcc)
+        condition = self.condition(faces, mfcc)
+        return logits / self.temperature[condition][:, None] + self.class_bias[condition]
 
-    def condition_temperature(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
-        """(B, 1) temperature of each sample's condition, read off the inputs the way the runtime
-        marks an absent modality: all-zero faces (no face) or an all-zero MFCC (no audio)."""
+    @staticmethod
+    def condition(faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+        """(B,) index into contract.CONDITIONS of each sample, read off the inputs the way the
+        runtime marks an absent modality: all-zero faces (no face) or an all-zero MFCC (no audio)."""
         no_face = faces.reshape(faces.shape[0], -1).amax(1) == 0
         no_audio = mfcc.reshape(mfcc.shape[0], -1).abs().amax(1) == 0
-        t = self.temperature
-        return torch.where(no_face, t[1], torch.where(no_audio, t[2], t[0]))[:, None]
+        return torch.where(no_face, 1, torch.where(no_audio, 2, 0))
 
     def forward_features(self, frame_feats: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         """Logits from per-frame trunk features (B * T, 1024) and MFCC (B, n_mfcc, T_a).
