@@ -470,12 +470,12 @@ def speech_report(loco: Path, baseline: Path, folds: Path) -> None:
               help="Checkpoint to write the temperatures into (default: the bundled train/checkpoints/<fusion>.pt).")
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Reliability diagram PNG to write.")
 def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | None) -> None:
-    """Fit a temperature and a per-class bias per modality condition on the folds' validation actors
-    (last epoch, as shipped), report ECE and accuracy before and after on validation and test, and
+    """Fit a temperature per modality condition (and a per-class bias where calibrate.BIAS_CONDITIONS
+    says) on the folds' validation actors (last epoch, as shipped), report ECE and accuracy before and after on validation and test, and
     fold them into the checkpoint."""
     import torch
 
-    from .calibrate import ece, fit_temperature_and_bias, plot_reliability, softmax
+    from .calibrate import BIAS_CONDITIONS, ece, fit_temperature, fit_temperature_and_bias, plot_reliability, softmax
     from mer.runtime.contract import CONDITIONS
 
     from .checkpoint import bundled_checkpoint
@@ -490,7 +490,10 @@ def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | N
 
     temps, biases, rows, curves = [], [], {}, {}
     for c in CONDITIONS:
-        t, bias = fit_temperature_and_bias(pooled("last_val", c), pooled("last_val", "labels"))
+        if c in BIAS_CONDITIONS:
+            t, bias = fit_temperature_and_bias(pooled("last_val", c), pooled("last_val", "labels"))
+        else:
+            t, bias = fit_temperature(pooled("last_val", c), pooled("last_val", "labels")), np.zeros(8)
         temps.append(t)
         biases.append(bias)
         row = {"temperature": round(t, 4), "class_bias": [round(float(v), 4) for v in bias]}

@@ -53,8 +53,8 @@ class MerModel(nn.Module):
         self.classifier_1 = nn.Sequential(nn.Linear(2 * E_DIM, num_classes))
         # Calibration (train/calibrate.py), one per modality condition the runtime can feed (rows in
         # contract.CONDITIONS order): logits / temperature + class_bias, fitted on validation folds.
-        # 1 and 0 = uncalibrated. The bias corrects each condition's class priors (the face alone
-        # under-calls disgust and over-calls neutral); the temperature, its over-confidence.
+        # 1 and 0 = uncalibrated. The bias corrects a condition's class priors (the face alone
+        # under-calls disgust); the temperature, its over-confidence.
         self.register_buffer("temperature", torch.ones(len(CONDITIONS)))
         self.register_buffer("class_bias", torch.zeros(len(CONDITIONS), num_classes))
 
