@@ -125,3 +125,32 @@ def test_paper_recipe_on_audio_only_tree_says_what_is_missing(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mer.train.cli", "paper", "--data", str(tree.parent),
                            "--test-actors", "3", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "needs RAVDESS video" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_fusion_trains_its_audio_branch_at_its_own_rate(scale):
+    """--audio-lr: 0 leaves a pretrained audio branch exactly as it was (weights and batch-norm
+    statistics) while the rest of the fusion learns; 0.1 gives it a tenth of the learning rate."""
+    import torch
+
+    from mer.train.train_fusion import FusionRecipe, param_groups
+    from mer.train.fusion import MerModel
+
+    torch.manual_seed(0)
+    model = MerModel("ia", face_size=112)
+    recipe = FusionRecipe(audio_lr_scale=scale)
+    opt = torch.optim.AdamW(param_groups(model, recipe))
+    assert [g["lr"] for g in opt.param_groups] == ([recipe.lr] if scale == 0 else [recipe.lr, recipe.lr * scale])
+    before = {k: v.clone() for k, v in model.audio_model.state_dict().items()}
+    head = model.classifier_1[0].weight.clone()
+    model.train()
+    if scale == 0:
+        model.audio_model.eval()
+    feats = torch.randn(2 * 15, 1024)
+    loss = torch.nn.functional.cross_entropy(model.forward_features(feats, torch.randn(2, 10, 157)), torch.tensor([0, 3]))
+    loss.backward()
+    opt.step()
+    after = model.audio_model.state_dict()
+    unchanged = all(torch.equal(before[k], after[k]) for k in before)
+    assert unchanged == (scale == 0)
+    assert not torch.equal(head, model.classifier_1[0].weight)

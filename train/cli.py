@@ -24,6 +24,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from mer.runtime.contract import DEFAULT_FUSION, FUSIONS
+
 from .audio_cnn import INPUT_NORMS
 from .paths import data_dir
 
@@ -377,31 +379,48 @@ def _fusion_inputs(corpora: str, trunk: Path, recipe):
     return views, names, faces, FacePools.split(faces, TFEID_TEST_PERFORMERS), _trunk_state(trunk)
 
 
+def fusion_options(audio_init_default: Path, audio_init_help: str):
+    """The options `fusion` and `ship` share, folded into one `recipe` (a FusionRecipe) argument."""
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(fusion: str, n_mfcc: int, audio_norm: str, audio_width: int, epochs: int, draws: int,
+                    audio_lr: float, **rest):
+            from .train_fusion import FusionRecipe
+
+            recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
+                                  audio_width=audio_width, audio_lr_scale=audio_lr)
+            return command(recipe=recipe, **rest)
+
+        for option in reversed((
+                click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True),
+                corpora_option, mfcc_option, norm_option, width_option,
+                click.option("--epochs", default=12, show_default=True),
+                click.option("--draws", default=1500, show_default=True, help="Utterances drawn per epoch (balanced)."),
+                click.option("--audio-lr", default=1.0, show_default=True,
+                             help="The audio branch's learning rate, as a fraction of the fusion's (0: frozen)."),
+                click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt",
+                             show_default=True),
+                click.option("--audio-init", type=click.Path(path_type=Path), default=audio_init_default,
+                             show_default=True, help=audio_init_help))):
+            wrapper = option(wrapper)
+        return wrapper
+    return decorate
+
+
 @main.command()
-@click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
-@corpora_option
+@fusion_options(RUNS / "speech" / "folds", "Folder of `mer-train speech --protocol ravdess-folds` checkpoints to start "
+                "each fold's audio branch from (trained on the same fold's training speakers); 'none': from scratch.")
 @fold_option
-@mfcc_option
-@norm_option
-@click.option("--epochs", default=12, show_default=True)
-@click.option("--draws", default=1500, show_default=True, help="Utterances drawn per epoch (balanced).")
-@click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
-@click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "speech" / "folds", show_default=True,
-              help="Folder of `mer-train speech --protocol ravdess-folds` checkpoints to start each fold's audio "
-                   "branch from (trained on the same fold's training speakers); 'none': from scratch.")
-@width_option
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True)
-def fusion(fusion: str, corpora: str, folds: tuple[str, ...], n_mfcc: int, audio_norm: str, epochs: int, draws: int,
-           trunk: Path, audio_init: Path, audio_width: int, out: Path) -> None:
+def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init: Path, out: Path) -> None:
     """A fusion per RAVDESS fold: cached trunk features of still faces paired with speech by emotion.
 
     Each fold trains on its training actors plus every speaker of the other corpora, selects on its
     validation actors and scores its test actors; validation and test logits are kept for calibration."""
     from .speech_views import fold_split
-    from .train_fusion import FusionRecipe, train_fusion_fold
+    from .train_fusion import train_fusion_fold
 
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
-                          audio_width=audio_width)
+    fusion = recipe.fusion
     views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     results = []
     for fold in _folds("actors03-24", folds):
@@ -582,28 +601,18 @@ def report(runs: Path) -> None:
 
 
 @main.command()
-@click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
-@corpora_option
-@mfcc_option
-@norm_option
-@click.option("--epochs", default=12, show_default=True)
-@click.option("--draws", default=1500, show_default=True, help="Utterances drawn per epoch (balanced).")
-@click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
-@click.option("--audio-init", type=click.Path(path_type=Path), default=RUNS / "speech" / "all" / "audio-all.pt",
-              show_default=True, help="Audio branch to start from (`mer-train speech --protocol all`); 'none': scratch.")
-@width_option
+@fusion_options(RUNS / "speech" / "all" / "audio-all.pt",
+                "Audio branch to start from (`mer-train speech --protocol all`); 'none': scratch.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: train/checkpoints/<fusion>.pt")
-def ship(fusion: str, corpora: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int, trunk: Path,
-         audio_init: Path, audio_width: int, out: Path | None) -> None:
+def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) -> None:
     """The model to bundle: trained on every speaker at hand for a fixed number of epochs."""
     from mer.runtime.spec import DEFAULT_SPEC
 
     from .checkpoint import bundled_checkpoint, save_checkpoint
     from .speech_views import SpeechSplit
-    from .train_fusion import FusionRecipe, train_fusion_fold
+    from .train_fusion import train_fusion_fold
 
-    recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
-                          audio_width=audio_width)
+    fusion, epochs, draws = recipe.fusion, recipe.epochs, recipe.draws
     views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     everyone = np.flatnonzero(np.isin(views.corpus, names))
     # No speaker is left for selection: the epoch count comes from the cross-validation, and the
@@ -616,7 +625,8 @@ def ship(fusion: str, corpora: str, n_mfcc: int, audio_norm: str, epochs: int, d
     trained_on = (f"speech: {', '.join(names)} (RAVDESS actors 03-24 only), each utterance under random recording "
                   f"conditions, paired by emotion with FER+ train and TFEID performers 01-23 faces; trunk pretrained "
                   f"on FER+ train + TFEID 01-23{_trunk_note(trunk)}; audio branch {'pretrained on the same speech' if audio_state else 'from scratch'}; "
-                  f"mer CPU recipe, {epochs} fusion epochs of {draws} draws")
+                  f"mer CPU recipe, {epochs} fusion epochs of {draws} draws"
+                  f"{f', audio branch at {recipe.audio_lr_scale:g}x the learning rate' if recipe.audio_lr_scale != 1 else ''}")
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=n_mfcc), trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 

@@ -41,6 +41,7 @@ class FusionRecipe:
     face_size: int = 112
     audio_norm: str = "level"
     audio_width: int = 1
+    audio_lr_scale: float = 1.0  # the audio branch's learning rate / lr (0: frozen, as pretrained)
     n_mfcc: int = 10
     draws: int = 1500            # utterances per epoch (balanced over corpus and class)
     ravdess_share: float = 0.5   # RAVDESS's share of the draws (the other corpora split the rest)
@@ -111,6 +112,22 @@ def build_model(recipe: FusionRecipe, trunk_state: dict, audio_state: dict | Non
     return model
 
 
+def param_groups(model: MerModel, recipe: FusionRecipe) -> list[dict]:
+    """The trainable parameters, the audio branch at its own learning rate. A pretrained audio branch
+    trained at the fusion's full rate forgets what it learnt alone: on fold test07-10 the branch
+    scores 57.5 % by itself and 44.6 % as the fusion's speech-alone path."""
+    audio = [p for p in model.audio_model.parameters()]
+    if recipe.audio_lr_scale == 0:
+        for p in audio:
+            p.requires_grad = False
+    ids = {id(p) for p in audio}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": rest, "lr": recipe.lr}]
+    if recipe.audio_lr_scale > 0:
+        groups.append({"params": audio, "lr": recipe.lr * recipe.audio_lr_scale})
+    return groups
+
+
 def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools, split: SpeechSplit,
                       recipe: FusionRecipe, trunk_state: dict, audio_state: dict | None, log=print,
                       keep_last: bool = False) -> tuple[MerModel, dict, dict]:
@@ -128,15 +145,17 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
         labels = views.labels[idx]
         sets[name] = (video_batch(faces, pair_faces(labels, pool, eval_rng), eval_rng),
                       views.features(idx, 0, recipe.n_mfcc), labels)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, recipe), weight_decay=recipe.weight_decay)
     steps = recipe.epochs * int(np.ceil(recipe.draws / recipe.batch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=steps,
+                                                pct_start=0.1)
     p = balanced_weights(views, split.train, {"ravdess": recipe.ravdess_share})
     best, history = None, []
     for epoch in range(recipe.epochs):
         model.train()
         model.visual_model.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+        if recipe.audio_lr_scale == 0:
+            model.audio_model.eval()  # frozen means its batch-norm statistics too
         t0, losses = time.time(), []
         drawn = rng.choice(split.train, size=recipe.draws, p=p)
         for s in range(0, len(drawn), recipe.batch):
