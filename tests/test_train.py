@@ -154,3 +154,41 @@ def test_fusion_trains_its_audio_branch_at_its_own_rate(scale):
     unchanged = all(torch.equal(before[k], after[k]) for k in before)
     assert unchanged == (scale == 0)
     assert not torch.equal(head, model.classifier_1[0].weight)
+
+
+def test_weight_averaging_means_the_weights_and_measures_batch_norm_again():
+    """train_speech's --average-last: the mean of the kept states, then batch-norm statistics
+    measured on the given batches (the averaged weights' own), not carried over from any epoch."""
+    import torch
+
+    from mer.train.audio_cnn import AudioCNN
+    from mer.train.train_speech import average_weights
+
+    torch.manual_seed(0)
+    model = AudioCNN(10, 8, "level")
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    second = {k: v + 1.0 if v.is_floating_point() else v for k, v in first.items()}
+    batches = [(torch.randn(8, 10, 157) * 3 + 2, None) for _ in range(3)]
+    average_weights(model, [first, second], batches)
+    got = model.state_dict()
+    weight = "conv1d_0.0.weight"
+    assert torch.allclose(got[weight], first[weight] + 0.5)
+    # The first block's running mean is the mean of its conv outputs over all three batches.
+    with torch.no_grad():
+        conv = torch.cat([model.conv1d_0[0](model.normalise(x)) for x, _ in batches])
+    assert torch.allclose(got["conv1d_0.1.running_mean"], conv.mean((0, 2)), atol=1e-4)
+    assert not torch.allclose(got["conv1d_0.1.running_mean"], first["conv1d_0.1.running_mean"] + 0.5)
+    assert not model.training
+
+
+def test_face_mismatch_shows_another_face_class_at_about_the_share_asked():
+    from mer.train.train_fusion import FACE_CLASSES, mismatch
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 8, 4000)
+    own = np.where(labels == 1, 0, labels)  # calm's face is neutral's
+    assert np.array_equal(mismatch(labels, 0.0, rng), own)
+    shown = mismatch(labels, 0.3, rng)
+    swapped = shown != own
+    assert 0.27 < swapped.mean() < 0.33
+    assert set(np.unique(shown)) <= set(FACE_CLASSES)  # never "calm", never the clip's own face
