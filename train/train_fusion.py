@@ -217,10 +217,11 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     # so its logits are what calibration is fitted on.
     logits = {f"last_{name}": {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()}
     test_last = {c: summarise(logits["last_test"]["labels"], logits["last_test"][c].argmax(1)) for c in CONDITIONS}
+    _, audio, labels = sets["test"]
+    test_last["audiovisual_face_disagrees"] = evaluate(model, test_disagrees, audio, labels, blank)["audiovisual"]
     model.load_state_dict(best["state"])
     logits.update({name: {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()})
     test = {c: summarise(logits["test"]["labels"], logits["test"][c].argmax(1)) for c in CONDITIONS}
-    _, audio, labels = sets["test"]
     test["audiovisual_face_disagrees"] = evaluate(model, test_disagrees, audio, labels, blank)["audiovisual"]
     return model, {"split": split.name, "fusion": recipe.fusion, "best_epoch": best["epoch"], "val": best["val"],
                    "test": test, "test_last_epoch": test_last, "history": history,
