@@ -146,6 +146,10 @@ class Recognizer:
         hop = self._hop(hop)
         source = open_live(spec_or_source, self.spec, realtime=realtime)
         info = source.info
+        if info.has_video:
+            # Made before the first frame arrives: built on the first frame (~0.9 s here), it put
+            # the frames behind it over the lag limit, and the first window was always skipped.
+            self.cropper  # noqa: B018
         plan = windows.timeline(info.duration, self.spec, hop) if info.duration and not source.endless \
             else windows.Endless(self.spec, hop)
         events = in_background(lambda: source.events(plan))
