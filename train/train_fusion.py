@@ -84,9 +84,9 @@ def mismatch(labels: np.ndarray, share: float, rng: np.random.Generator) -> np.n
     """The face label of each clip: its own, or for about `share` of them another face class.
 
     Why: the fusion learns from still faces the trunk was trained on and has fitted, so it learns
-    to follow the face. On real talking faces of an unseen actor the trunk is
-    right about half the time, and the bundled fusion given those faces and their voices (62 %) did
-    worse than the voice alone (69 %). Clips whose face disagrees with the voice, labelled by the
+    to follow the face. On real talking faces of an unseen actor the trunk is right about half the
+    time, and the bundled fusion given those faces and their voices (62 %) did worse than the
+    voice alone (69 %). Clips whose face disagrees with the voice, labelled by the
     voice, teach it what a face is worth when the two disagree."""
     faces = face_class(labels)
     out = faces.copy()
