@@ -139,3 +139,16 @@ def test_tensorrt_engine_builds_with_sidecar(exported, tmp_path):
     engine = build_engine(exported("ia"), tmp_path / "ia.fp16.engine", timing_cache=tmp_path / "timing.cache")
     sidecar = json.loads((tmp_path / "ia.fp16.engine.json").read_text())
     assert engine.stat().st_size > 0 and sidecar["precision"] == "fp16" and sidecar["tensorrt_version"]
+
+
+def test_dilated_audio_branch_exports_and_matches_torch(real_inputs, tmp_path):
+    """--audio-dilation 2 pads its dilated convolutions: the graph keeps the contract's shapes and
+    ONNX Runtime computes what PyTorch does."""
+    from mer.train.fusion import MerModel
+
+    torch.manual_seed(0)
+    model = MerModel("ia", face_size=112, audio_norm="level", audio_dilation=2).eval()
+    path = export_onnx(model, DEFAULT_SPEC, tmp_path / "dilated.onnx", "test")
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    faces, feats = real_inputs
+    assert max_abs_diff_vs_torch(model, path, faces, feats) < 1e-4

@@ -181,6 +181,25 @@ def test_weight_averaging_means_the_weights_and_measures_batch_norm_again():
     assert not model.training
 
 
+@pytest.mark.parametrize("dilation, span", [(1, 13), (2, 35)])
+def test_audio_dilation_widens_the_receptive_field_and_keeps_the_stage_lengths(dilation, span):
+    """One output frame of the audio branch depends on `span` input frames (0.3 s at dilation 1,
+    0.8 s at 2), and both stages keep the lengths the fusions attend over."""
+    import torch
+
+    from mer.train.audio_cnn import AudioCNN
+
+    torch.manual_seed(0)
+    model = AudioCNN(10, 8, "none", dilation=dilation).eval()
+    x = torch.randn(16, 10, 157, requires_grad=True)  # many inputs: a max-pool passes gradient to one of two
+    stage1 = model.forward_stage1(x)
+    stage2 = model.forward_stage2(stage1)
+    assert (stage1.shape[-1], stage2.shape[-1]) == (151, 145)
+    stage2[:, :, 72].sum().backward()
+    seen = np.flatnonzero(x.grad.abs().sum((0, 1)).numpy())
+    assert seen[-1] - seen[0] + 1 == span
+
+
 def test_face_mismatch_shows_another_face_class_at_about_the_share_asked():
     from mer.train.train_fusion import FACE_CLASSES, mismatch
 

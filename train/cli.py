@@ -83,6 +83,9 @@ norm_option = click.option("--audio-norm", type=click.Choice(INPUT_NORMS), defau
                                 "mean removed, blind to recording level).")
 width_option = click.option("--audio-width", default=1, show_default=True,
                             help="Width multiplier of the audio branch's inner layers (the paper: 1).")
+dilation_option = click.option("--audio-dilation", default=1, show_default=True,
+                               help="Dilation growth of the audio branch's blocks: block i dilated by D**i (the "
+                                    "paper: 1; 2 widens the receptive field from 0.3 to 0.8 s at the same cost).")
 speed_option = click.option("--speed", default=0.0, show_default=True,
                             help="Speed perturbation of the training speech: random factor within 1 +- SPEED.")
 
@@ -226,13 +229,14 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @click.option("--ravdess-share", default=0.5, show_default=True,
               help="RAVDESS's share of the draws (0: an equal share with every other corpus).")
 @width_option
+@dilation_option
 @click.option("--average-last", default=0, show_default=True,
               help="The last model is the mean of the last N epochs' weights, batch-norm statistics measured again.")
 @fold_option
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int,
-           ravdess_share: float, audio_width: int, average_last: int, folds: tuple[str, ...], threads: int,
+           ravdess_share: float, audio_width: int, audio_dilation: int, average_last: int, folds: tuple[str, ...], threads: int,
            out: Path) -> None:
     """Audio branch on several speech corpora: RAVDESS folds, leave-one-corpus-out, or all (resumable)."""
     import torch
@@ -248,7 +252,7 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
     names = _corpora(corpora)
     views = _views()
     recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws, ravdess_share=ravdess_share,
-                          width=audio_width, average_last=average_last)
+                          width=audio_width, dilation=audio_dilation, average_last=average_last)
     runs: list[tuple[str, np.ndarray, dict[str, np.ndarray], str | None]] = []
     if protocol == "ravdess-folds":
         for fold in _folds("actors03-24", folds):
@@ -270,7 +274,8 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
         state, result = train_speech(views, train, recipe, evals, select_on, log=lambda line: click.echo(f"{name} {line}"))
         result.update(name=name, corpora=names, n_train=int(len(train)))
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": state, "input_norm": audio_norm, "n_mfcc": n_mfcc, "width": audio_width, "fold": name,
+        torch.save({"state_dict": state, "input_norm": audio_norm, "n_mfcc": n_mfcc, "width": audio_width,
+                    "dilation": audio_dilation, "fold": name,
                     "trained_on": names}, out / f"audio-{name}.pt")
         _write(done, result)  # type: ignore[arg-type]
         results[name] = result
@@ -367,10 +372,11 @@ def _audio_state(path: Path, recipe) -> dict:
     if not path.is_file():
         raise click.ClickException(f"{path}: no audio branch (run `mer-train speech`, or pass none)")
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    got = (blob.get("n_mfcc", recipe.n_mfcc), blob.get("input_norm", "none"), blob.get("width", 1))
-    want = (recipe.n_mfcc, recipe.audio_norm, recipe.audio_width)
+    got = (blob.get("n_mfcc", recipe.n_mfcc), blob.get("input_norm", "none"), blob.get("width", 1),
+           blob.get("dilation", 1))
+    want = (recipe.n_mfcc, recipe.audio_norm, recipe.audio_width, recipe.audio_dilation)
     if got != want:
-        raise click.ClickException(f"{path}: trained with n_mfcc, norm, width {got}, not {want}")
+        raise click.ClickException(f"{path}: trained with n_mfcc, norm, width, dilation {got}, not {want}")
     return blob["state_dict"]
 
 
@@ -388,17 +394,18 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
     """The options `fusion` and `ship` share, folded into one `recipe` (a FusionRecipe) argument."""
     def decorate(command):
         @functools.wraps(command)
-        def wrapper(fusion: str, n_mfcc: int, audio_norm: str, audio_width: int, epochs: int, draws: int,
-                    audio_lr: float, face_mismatch: float, **rest):
+        def wrapper(fusion: str, n_mfcc: int, audio_norm: str, audio_width: int, audio_dilation: int, epochs: int,
+                    draws: int, audio_lr: float, face_mismatch: float, **rest):
             from .train_fusion import FusionRecipe
 
             recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
-                                  audio_width=audio_width, audio_lr_scale=audio_lr, face_mismatch=face_mismatch)
+                                  audio_width=audio_width, audio_dilation=audio_dilation, audio_lr_scale=audio_lr,
+                                  face_mismatch=face_mismatch)
             return command(recipe=recipe, **rest)
 
         for option in reversed((
                 click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True),
-                corpora_option, mfcc_option, norm_option, width_option,
+                corpora_option, mfcc_option, norm_option, width_option, dilation_option,
                 click.option("--epochs", default=12, show_default=True),
                 click.option("--draws", default=1500, show_default=True, help="Utterances drawn per epoch (balanced)."),
                 click.option("--audio-lr", default=1.0, show_default=True,

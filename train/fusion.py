@@ -24,7 +24,7 @@ AUDIO_STAGE1 = 128
 class MerModel(nn.Module):
     def __init__(self, fusion: str = "ia", n_mfcc: int = 10, num_classes: int = 8,
                  num_frames: int = 15, image_size: int = 224, face_size: int = 224, num_heads: int = 1,
-                 audio_norm: str = "none", audio_width: int = 1):
+                 audio_norm: str = "none", audio_width: int = 1, audio_dilation: int = 1):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -33,13 +33,13 @@ class MerModel(nn.Module):
             raise ValueError(f"face_size {face_size} must divide image_size {image_size} and be a multiple of 16")
         self._config = {"fusion": fusion, "n_mfcc": n_mfcc, "num_classes": num_classes, "num_frames": num_frames,
                         "image_size": image_size, "face_size": face_size, "num_heads": num_heads,
-                        "audio_norm": audio_norm, "audio_width": audio_width}
+                        "audio_norm": audio_norm, "audio_width": audio_width, "audio_dilation": audio_dilation}
         self.fusion = fusion
         self.num_frames = num_frames
         self.image_size = image_size
         self.face_size = face_size
         self.register_buffer("_face_kernel", _face_kernel(image_size // face_size), persistent=False)
-        self.audio_model = AudioCNN(n_mfcc, num_classes, audio_norm, audio_width)
+        self.audio_model = AudioCNN(n_mfcc, num_classes, audio_norm, audio_width, audio_dilation)
         self.visual_model = EfficientFaceTemporal(num_classes, num_frames)
         if fusion == "lt":
             self.av = AttentionBlock(E_DIM, E_DIM, E_DIM, num_heads)

@@ -41,6 +41,7 @@ class FusionRecipe:
     face_size: int = 112
     audio_norm: str = "level"
     audio_width: int = 1
+    audio_dilation: int = 1
     audio_lr_scale: float = 1.0  # the audio branch's learning rate / lr (0: frozen, as pretrained)
     n_mfcc: int = 10
     draws: int = 1500            # utterances per epoch (balanced over corpus and class)
@@ -129,7 +130,7 @@ def evaluate(model: MerModel, video: torch.Tensor, audio: np.ndarray, labels: np
 
 def build_model(recipe: FusionRecipe, trunk_state: dict, audio_state: dict | None) -> MerModel:
     model = MerModel(recipe.fusion, n_mfcc=recipe.n_mfcc, face_size=recipe.face_size, audio_norm=recipe.audio_norm,
-                     audio_width=recipe.audio_width)
+                     audio_width=recipe.audio_width, audio_dilation=recipe.audio_dilation)
     missing, unexpected = model.visual_model.load_state_dict(trunk_state, strict=False)
     assert not unexpected and all(k.startswith(("conv1d", "classifier")) for k in missing), (missing, unexpected)
     if audio_state is not None:

@@ -27,6 +27,7 @@ class SpeechRecipe:
     n_mfcc: int = 10
     input_norm: str = "level"    # c0's mean removed (audio_cnn.AudioCNN.normalise)
     width: int = 1               # AudioCNN inner-layer width multiplier
+    dilation: int = 1            # AudioCNN block i dilated by dilation ** i
     epochs: int = 32             # 16 under-fitted five corpora (fold test03-06: 44-51 %; 32 epochs: 54-64 %)
     draws: int = 4000            # utterances per epoch
     batch: int = 64
@@ -106,7 +107,7 @@ def train_speech(views: SpeechViews, train: np.ndarray, recipe: SpeechRecipe, ev
     the last epochs' weights instead. Returns (state_dict, result)."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    model = AudioCNN(recipe.n_mfcc, 8, recipe.input_norm, recipe.width)
+    model = AudioCNN(recipe.n_mfcc, 8, recipe.input_norm, recipe.width, recipe.dilation)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = int(np.ceil(recipe.draws / recipe.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
