@@ -318,7 +318,7 @@ def score_speech(checkpoints: tuple[Path, ...], corpora: str) -> None:
                                        for s in range(0, len(x), 256)])
         else:
             n_mfcc = blob.get("n_mfcc") or json.loads(blob["spec"])["n_mfcc"]
-            branch = AudioCNN(n_mfcc, 8, blob.get("input_norm", "none"))
+            branch = AudioCNN(n_mfcc, 8, blob.get("input_norm", "none"), blob.get("width", 1), blob.get("dilation", 1))
             branch.load_state_dict(blob["state_dict"])
 
             def predict(x: np.ndarray) -> np.ndarray:
@@ -646,6 +646,7 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
                   f"conditions, paired by emotion with FER+ train and TFEID performers 01-23 faces; trunk pretrained "
                   f"on FER+ train + TFEID 01-23{_trunk_note(trunk)}; audio branch {'pretrained on the same speech' if audio_state else 'from scratch'}; "
                   f"mer CPU recipe, {epochs} fusion epochs of {draws} draws"
+                  f"{f', audio branch dilated {recipe.audio_dilation}**i' if recipe.audio_dilation != 1 else ''}"
                   f"{f', audio branch at {recipe.audio_lr_scale:g}x the learning rate' if recipe.audio_lr_scale != 1 else ''}"
                   f"{f', {recipe.face_mismatch:.0%} of audiovisual clips with a face of another emotion' if recipe.face_mismatch else ''}")
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=recipe.n_mfcc), trained_on, history=result["history"])
