@@ -236,8 +236,8 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int,
-           ravdess_share: float, audio_width: int, audio_dilation: int, average_last: int, folds: tuple[str, ...], threads: int,
-           out: Path) -> None:
+           ravdess_share: float, audio_width: int, audio_dilation: int, average_last: int, folds: tuple[str, ...],
+           threads: int, out: Path) -> None:
     """Audio branch on several speech corpora: RAVDESS folds, leave-one-corpus-out, or all (resumable)."""
     import torch
 
@@ -318,7 +318,7 @@ def score_speech(checkpoints: tuple[Path, ...], corpora: str) -> None:
                                        for s in range(0, len(x), 256)])
         else:
             n_mfcc = blob.get("n_mfcc") or json.loads(blob["spec"])["n_mfcc"]
-            branch = AudioCNN(n_mfcc, 8, blob.get("input_norm", "none"), blob.get("width", 1), blob.get("dilation", 1))
+            branch = AudioCNN(n_mfcc, 8, *_branch_shape(blob))
             branch.load_state_dict(blob["state_dict"])
 
             def predict(x: np.ndarray) -> np.ndarray:
@@ -365,6 +365,12 @@ def _face_features(trunk_path: Path, size: int):
     return load_or_extract(cache, trunk, sets, size)
 
 
+def _branch_shape(blob: dict) -> tuple[str, int, int]:
+    """(input_norm, width, dilation) of a `mer-train speech`/`audio` checkpoint; older ones lack the
+    later keys and were built with the paper's values."""
+    return blob.get("input_norm", "none"), blob.get("width", 1), blob.get("dilation", 1)
+
+
 def _audio_state(path: Path, recipe) -> dict:
     """An audio branch's weights (`mer-train speech` or `mer-train audio`), checked against the recipe."""
     import torch
@@ -372,8 +378,7 @@ def _audio_state(path: Path, recipe) -> dict:
     if not path.is_file():
         raise click.ClickException(f"{path}: no audio branch (run `mer-train speech`, or pass none)")
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    got = (blob.get("n_mfcc", recipe.n_mfcc), blob.get("input_norm", "none"), blob.get("width", 1),
-           blob.get("dilation", 1))
+    got = (blob.get("n_mfcc", recipe.n_mfcc), *_branch_shape(blob))
     want = (recipe.n_mfcc, recipe.audio_norm, recipe.audio_width, recipe.audio_dilation)
     if got != want:
         raise click.ClickException(f"{path}: trained with n_mfcc, norm, width, dilation {got}, not {want}")
@@ -583,6 +588,11 @@ def _confusion_table(name: str, confusion: np.ndarray) -> str:
     return head + "\n".join(lines)
 
 
+# The fusion's test conditions (train_fusion's result keys) and how the report names them.
+_CONDITION_ROWS = (("audiovisual", "speech + face"), ("audio_only", "speech, no face"), ("video_only", "face, no speech"),
+                   ("audiovisual_face_disagrees", "speech + face, 30 % of faces another emotion"))
+
+
 @main.command()
 @click.option("--runs", type=click.Path(path_type=Path), default=RUNS, show_default=True)
 @click.option("--speech", type=click.Path(path_type=Path), default=None,
@@ -606,17 +616,13 @@ def report(runs: Path, speech: Path | None, fusions: Path | None) -> None:
     rows.append(row("audio branch alone (speech)", {r["name"]: r["scores"]["test"]["accuracy"] for r in audio}))
     rows.append(row("audio branch alone, last epoch", {r["name"]: r["last_epoch"]["test"]["accuracy"] for r in audio}))
     for fusion in ("ia", "it", "lt"):
-        results = [json.loads(p.read_text()) for p in sorted((fusions or runs / "fusion").joinpath(fusion).glob("test*.json"))]
-        for mode, label in (("audiovisual", "speech + face"), ("audio_only", "speech, no face"),
-                            ("video_only", "face, no speech"),
-                            ("audiovisual_face_disagrees", "speech + face, 30 % of faces another emotion")):
+        results = [json.loads(p.read_text()) for p in sorted(((fusions or runs / "fusion") / fusion).glob("test*.json"))]
+        for mode, label in _CONDITION_ROWS:
             rows.append(row(f"{fusion} ({label})", {r["split"]: r["test"][mode]["accuracy"] for r in results
                                                     if mode in r["test"]}))
         rows.append(row(f"{fusion} (face, no speech), calm excluded",
                         {r["split"]: _without(r["test"]["video_only"]["confusion"], 1) for r in results}))
-        for mode, label in (("audiovisual", "speech + face"), ("audio_only", "speech, no face"),
-                            ("video_only", "face, no speech"),
-                            ("audiovisual_face_disagrees", "speech + face, 30 % of faces another emotion")):
+        for mode, label in _CONDITION_ROWS:
             rows.append(row(f"{fusion} ({label}), last epoch (as shipped)",
                             {r["split"]: r["test_last_epoch"][mode]["accuracy"] for r in results
                              if mode in r.get("test_last_epoch", {})}))
