@@ -181,10 +181,10 @@ def test_weight_averaging_means_the_weights_and_measures_batch_norm_again():
     assert not model.training
 
 
-@pytest.mark.parametrize("dilation, span", [(1, 13), (2, 35)])
+@pytest.mark.parametrize("dilation, span", [(1, 13), (2, 35), (3, 85)])
 def test_audio_dilation_widens_the_receptive_field_and_keeps_the_stage_lengths(dilation, span):
     """One output frame of the audio branch depends on `span` input frames (0.3 s at dilation 1,
-    0.8 s at 2), and both stages keep the lengths the fusions attend over."""
+    0.8 s at 2, 2 s at 3), and both stages keep the lengths the fusions attend over."""
     import torch
 
     from mer.train.audio_cnn import AudioCNN

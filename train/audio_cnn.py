@@ -29,7 +29,8 @@ class AudioCNN(nn.Module):
         # are what the fusions attend over, so every width fits every fusion.
         # `dilation` D dilates block i by D**i (the paper: 1). The paper's receptive field is 13
         # frames (0.3 s), shorter than a word; D = 2 gives 35 frames (0.8 s), the span of a
-        # phrase's pitch and loudness contour, at the same cost and with the same weights' shapes.
+        # phrase's pitch and loudness contour, and D = 3 85 frames (2 s), most of an utterance, at
+        # the same cost and with the same weights' shapes.
         d = [dilation ** i for i in range(4)]
         self.conv1d_0 = _block(n_mfcc, 64 * width, d[0])
         self.conv1d_1 = _block(64 * width, 128, d[1])
