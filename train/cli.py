@@ -85,7 +85,8 @@ width_option = click.option("--audio-width", default=1, show_default=True,
                             help="Width multiplier of the audio branch's inner layers (the paper: 1).")
 dilation_option = click.option("--audio-dilation", default=1, show_default=True,
                                help="Dilation growth of the audio branch's blocks: block i dilated by D**i (the "
-                                    "paper: 1; 2 widens the receptive field from 0.3 to 0.8 s, 3 to 2 s, at the same cost).")
+                                    "paper: 1; 2 widens the receptive field from 0.3 to 0.8 s, 3 to 2 s, "
+                                    "at the same cost).")
 speed_option = click.option("--speed", default=0.0, show_default=True,
                             help="Speed perturbation of the training speech: random factor within 1 +- SPEED.")
 
