@@ -248,3 +248,38 @@ def test_ship_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
     assert spec.n_mfcc == 10 and model.config()["audio_norm"] == "level"
     assert "30% of audiovisual clips with a face of another emotion" in trained_on
     assert "fine-tuned with video degradations" in trained_on
+
+
+def test_paired_batches_show_each_utterance_in_two_different_views():
+    """--consistency: rows [:n] and [n:] of a batch are the same utterances (same labels), never in
+    the same view, and the rows per epoch stay `draws` (the cost of an epoch does not change)."""
+    from mer.train.speech_views import SpeechViews
+    from mer.train.train_speech import SpeechRecipe, _paired_batches
+
+    rng = np.random.default_rng(0)
+    n = 40
+    # Each view of each utterance is a constant: its utterance * 10 + view, so the rows say what they are.
+    mfcc = (np.arange(n)[:, None] * 10 + np.arange(6)[None]).astype(np.float32)[:, :, None, None]
+    views = SpeechViews(np.broadcast_to(mfcc, (n, 6, 40, 157)), rng.integers(0, 8, n), np.array(["ravdess"] * n),
+                        np.array(["ravdess:03"] * n), ["x"] * n)
+    recipe = SpeechRecipe(time_masks=0, batch=16)
+    rows = 0
+    for x, y in _paired_batches(views, np.arange(n), np.full(n, 1 / n), recipe, rng, 96):
+        a, b = np.split(x[:, 0, 0].numpy(), 2)
+        assert np.array_equal(a // 10, b // 10) and np.array_equal(y[: len(a)], y[len(a):])
+        assert np.all(a % 10 != b % 10)
+        rows += len(x)
+    assert rows == 96
+
+
+def test_consistency_loss_is_zero_only_when_both_views_agree():
+    import torch
+
+    from mer.train.train_speech import consistency_loss
+
+    same = torch.randn(4, 8)
+    assert consistency_loss(torch.cat([same, same])).item() < 1e-6
+    a = torch.full((4, 8), -10.0); a[:, 0] = 10.0
+    b = torch.full((4, 8), -10.0); b[:, 1] = 10.0
+    # Two confident, different answers: the divergence approaches its bound, ln 2.
+    assert abs(consistency_loss(torch.cat([a, b])).item() - np.log(2)) < 1e-3

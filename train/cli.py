@@ -233,12 +233,15 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @dilation_option
 @click.option("--average-last", default=0, show_default=True,
               help="The last model is the mean of the last N epochs' weights, batch-norm statistics measured again.")
+@click.option("--consistency", default=0.0, show_default=True,
+              help="Weight of a Jensen-Shannon consistency term between two recording-condition views of each "
+                   "utterance drawn (0: off, one view per draw).")
 @fold_option
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int,
-           ravdess_share: float, audio_width: int, audio_dilation: int, average_last: int, folds: tuple[str, ...],
-           threads: int, out: Path) -> None:
+           ravdess_share: float, audio_width: int, audio_dilation: int, average_last: int, consistency: float,
+           folds: tuple[str, ...], threads: int, out: Path) -> None:
     """Audio branch on several speech corpora: RAVDESS folds, leave-one-corpus-out, or all (resumable)."""
     import torch
 
@@ -253,7 +256,8 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
     names = _corpora(corpora)
     views = _views()
     recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws, ravdess_share=ravdess_share,
-                          width=audio_width, dilation=audio_dilation, average_last=average_last)
+                          width=audio_width, dilation=audio_dilation, average_last=average_last,
+                          consistency=consistency)
     runs: list[tuple[str, np.ndarray, dict[str, np.ndarray], str | None]] = []
     if protocol == "ravdess-folds":
         for fold in _folds("actors03-24", folds):

@@ -37,6 +37,8 @@ class SpeechRecipe:
     label_smoothing: float = 0.05
     ravdess_share: float = 0.5   # > 0: RAVDESS's share of the draws (the rest balanced over the others)
     average_last: int = 0        # > 0: the last model is the mean of the last N epochs' weights (see average_weights)
+    consistency: float = 0.0     # > 0: each batch holds two views of every utterance drawn, and this weighs the
+                                 # Jensen-Shannon divergence between their predictions (see consistency_loss)
     seed: int = 1
 
 
@@ -76,6 +78,42 @@ def _drawn_batches(views: SpeechViews, train: np.ndarray, p: np.ndarray, recipe:
         idx = drawn[s:s + recipe.batch]
         x = views.features(idx, rng.integers(0, views.mfcc.shape[1], len(idx)), recipe.n_mfcc)
         yield torch.from_numpy(_mask_time(x, rng, recipe.time_masks)), torch.from_numpy(views.labels[idx])
+
+
+def _paired_batches(views: SpeechViews, train: np.ndarray, p: np.ndarray, recipe: SpeechRecipe,
+                    rng: np.random.Generator, draws: int):
+    """Like _drawn_batches, but each batch is batch/2 utterances seen twice, in two different random
+    views (clean or a recording condition): rows [:n] and [n:] are the same utterances. The same
+    number of rows per epoch, so the cost per epoch does not change."""
+    drawn = rng.choice(train, size=draws // 2, p=p)
+    n_views = views.mfcc.shape[1]
+    for s in range(0, len(drawn), recipe.batch // 2):
+        idx = drawn[s:s + recipe.batch // 2]
+        first = rng.integers(0, n_views, len(idx))
+        second = (first + rng.integers(1, n_views, len(idx))) % n_views  # never the same view twice
+        x = np.concatenate([views.features(idx, first, recipe.n_mfcc), views.features(idx, second, recipe.n_mfcc)])
+        yield torch.from_numpy(_mask_time(x, rng, recipe.time_masks)), torch.from_numpy(np.tile(views.labels[idx], 2))
+
+
+def consistency_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence between the predictions of rows [:n] and [n:] (two views of the same
+    utterances), as AugMix's consistency term (Hendrycks et al., ICLR 2020).
+
+    Why: the recording must not decide the emotion. Cross-entropy on each view alone only asks both
+    to be right; on the many utterances the branch gets wrong or nearly wrong it lets a noise or a
+    codec move the answer, which is what the robustness test counts (a label kept under a condition)."""
+    p_a, p_b = logits.float().softmax(1).chunk(2)
+    log_m = ((p_a + p_b) / 2).clamp_min(1e-7).log()
+    return (F.kl_div(log_m, p_a, reduction="batchmean") + F.kl_div(log_m, p_b, reduction="batchmean")) / 2
+
+
+@torch.no_grad()
+def view_agreement(views: SpeechViews, model: torch.nn.Module, idx: np.ndarray, n_mfcc: int) -> float:
+    """Share of the recording-condition views (1..) of `idx` given the label of their clean view:
+    the robustness test's measure, on the cached views of held-out speakers."""
+    clean = logits_of(model, views.features(idx, 0, n_mfcc)).argmax(1)
+    kept = [logits_of(model, views.features(idx, v, n_mfcc)).argmax(1) == clean for v in range(1, views.mfcc.shape[1])]
+    return float(np.mean(kept))
 
 
 @torch.no_grad()
@@ -118,8 +156,13 @@ def train_speech(views: SpeechViews, train: np.ndarray, recipe: SpeechRecipe, ev
     for epoch in range(recipe.epochs):
         model.train()
         t0, losses = time.time(), []
-        for x, y in _drawn_batches(views, train, p, recipe, rng, recipe.draws):
-            loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
+        batches = (_paired_batches if recipe.consistency > 0 else _drawn_batches)(views, train, p, recipe, rng,
+                                                                                     recipe.draws)
+        for x, y in batches:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+            if recipe.consistency > 0:
+                loss = loss + recipe.consistency * consistency_loss(logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step(); sched.step()
@@ -147,4 +190,8 @@ def train_speech(views: SpeechViews, train: np.ndarray, recipe: SpeechRecipe, ev
         log(json.dumps({"epoch": f"mean of the last {recipe.average_last}",
                         **{f"{name}_acc": round(s["accuracy"], 4) for name, s in scores.items()}}))
         best = {"state": model.state_dict()}
+    # How often a recording condition changes the answer, for the model that ships (the last epoch).
+    result["view_agreement"] = {name: round(view_agreement(views, model, idx, recipe.n_mfcc), 4)
+                                for name, idx in evals.items()}
+    log(json.dumps({"view_agreement": result["view_agreement"]}))
     return best["state"], result
