@@ -405,12 +405,12 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(fusion: str, n_mfcc: int, audio_norm: str, audio_width: int, audio_dilation: int, epochs: int,
-                    draws: int, audio_lr: float, face_mismatch: float, **rest):
+                    draws: int, audio_lr: float, face_mismatch: float, consistency: float, **rest):
             from .train_fusion import FusionRecipe
 
             recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
                                   audio_width=audio_width, audio_dilation=audio_dilation, audio_lr_scale=audio_lr,
-                                  face_mismatch=face_mismatch)
+                                  face_mismatch=face_mismatch, consistency=consistency)
             return command(recipe=recipe, **rest)
 
         for option in reversed((
@@ -423,6 +423,9 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
                 click.option("--face-mismatch", default=0.0, show_default=True,
                              help="Share of audiovisual training clips shown a face of another emotion, labelled by "
                                   "the voice (real faces are read right about half the time)."),
+                click.option("--consistency", default=0.0, show_default=True,
+                             help="Weight of a Jensen-Shannon consistency term between each clip heard in two "
+                                  "recording conditions, with and without its face (0: off)."),
                 click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt",
                              show_default=True),
                 click.option("--audio-init", type=click.Path(path_type=Path), default=audio_init_default,
@@ -666,7 +669,8 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
                   f"mer CPU recipe, {epochs} fusion epochs of {draws} draws"
                   f"{f', audio branch dilated {recipe.audio_dilation}**i' if recipe.audio_dilation != 1 else ''}"
                   f"{f', audio branch at {recipe.audio_lr_scale:g}x the learning rate' if recipe.audio_lr_scale != 1 else ''}"
-                  f"{f', {recipe.face_mismatch:.0%} of audiovisual clips with a face of another emotion' if recipe.face_mismatch else ''}")
+                  f"{f', {recipe.face_mismatch:.0%} of audiovisual clips with a face of another emotion' if recipe.face_mismatch else ''}"
+                  f"{f', recording-condition consistency {recipe.consistency:g}' if recipe.consistency else ''}")
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=recipe.n_mfcc), trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 

@@ -28,7 +28,7 @@ from .face_features import FaceFeatures
 from .fusion import MerModel
 from .metrics import summarise
 from .speech_views import SpeechSplit, SpeechViews
-from .train_speech import balanced_weights
+from .train_speech import balanced_weights, consistency_loss
 
 
 @dataclasses.dataclass
@@ -47,6 +47,8 @@ class FusionRecipe:
     draws: int = 1500            # utterances per epoch (balanced over corpus and class)
     ravdess_share: float = 0.5   # RAVDESS's share of the draws (the other corpora split the rest)
     face_mismatch: float = 0.0   # share of audiovisual training clips whose face shows another emotion (see mismatch)
+    consistency: float = 0.0     # > 0: each clip drawn twice in two recording-condition views, this weighing the
+                                 # Jensen-Shannon divergence between their answers (train_speech.consistency_loss)
     seed: int = 1
 
 
@@ -187,13 +189,16 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
         if recipe.audio_lr_scale == 0:
             model.audio_model.eval()  # frozen means its batch-norm statistics too
         t0, losses = time.time(), []
-        drawn = rng.choice(split.train, size=recipe.draws, p=p)
-        for s in range(0, len(drawn), recipe.batch):
-            idx = drawn[s:s + recipe.batch]
+        pairs = recipe.consistency > 0  # each clip twice, heard in two recording conditions
+        per_step = recipe.batch // 2 if pairs else recipe.batch
+        drawn = rng.choice(split.train, size=recipe.draws // 2 if pairs else recipe.draws, p=p)
+        n_views = views.mfcc.shape[1]
+        for s in range(0, len(drawn), per_step):
+            idx = drawn[s:s + per_step]
             labels = views.labels[idx]
-            y = torch.from_numpy(labels)
             video = video_batch(faces, pair_faces(labels, pools.train, rng), rng)
-            audio = torch.from_numpy(views.features(idx, rng.integers(0, views.mfcc.shape[1], len(idx)), recipe.n_mfcc))
+            heard = rng.integers(0, n_views, len(idx))
+            audio = views.features(idx, heard, recipe.n_mfcc)
             b = len(idx)
             video_av = video
             if recipe.face_mismatch > 0:  # only where the voice is heard: the face-alone copy keeps its own face
@@ -204,10 +209,20 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
                     video_av[torch.from_numpy(swap)] = video_batch(faces, pair_faces(shown[swap], pools.train, rng),
                                                                    rng).view(len(swap), 15, -1)
                     video_av = video_av.view(b * 15, -1)
+            if pairs:  # the same clips, same faces, in another view: rows [:b] and [b:] of each condition pair up
+                again = (heard + rng.integers(1, n_views, b)) % n_views
+                audio = np.concatenate([audio, views.features(idx, again, recipe.n_mfcc)])
+                video, video_av = torch.cat([video, video]), torch.cat([video_av, video_av])
+                labels, b = np.tile(labels, 2), 2 * b
+            y, audio = torch.from_numpy(labels), torch.from_numpy(audio)
             # Hard modality dropout: originals, (no audio, video), (audio, no face).
             video3 = torch.cat([video_av, video, blank.expand(b * 15, -1)])
             audio3 = torch.cat([audio, torch.zeros_like(audio), audio])
-            loss = F.cross_entropy(model.forward_features(video3, audio3), y.repeat(3))
+            logits = model.forward_features(video3, audio3)
+            loss = F.cross_entropy(logits, y.repeat(3))
+            if pairs:  # where the voice is heard, the recording must not move the answer
+                with_voice, _, voice_alone = logits.chunk(3)
+                loss = loss + recipe.consistency * (consistency_loss(with_voice) + consistency_loss(voice_alone)) / 2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step(); sched.step()
