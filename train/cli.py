@@ -87,6 +87,9 @@ dilation_option = click.option("--audio-dilation", default=1, show_default=True,
                                help="Dilation growth of the audio branch's blocks: block i dilated by D**i (the "
                                     "paper: 1; 2 widens the receptive field from 0.3 to 0.8 s, 3 to 2 s, "
                                     "at the same cost).")
+consistency_option = click.option("--consistency", default=0.0, show_default=True,
+                                  help="Weight of a Jensen-Shannon term between each utterance's answers in two "
+                                       "recording conditions (0: off, one condition per draw).")
 speed_option = click.option("--speed", default=0.0, show_default=True,
                             help="Speed perturbation of the training speech: random factor within 1 +- SPEED.")
 
@@ -233,9 +236,7 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @dilation_option
 @click.option("--average-last", default=0, show_default=True,
               help="The last model is the mean of the last N epochs' weights, batch-norm statistics measured again.")
-@click.option("--consistency", default=0.0, show_default=True,
-              help="Weight of a Jensen-Shannon consistency term between two recording-condition views of each "
-                   "utterance drawn (0: off, one view per draw).")
+@consistency_option
 @fold_option
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
@@ -423,9 +424,7 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
                 click.option("--face-mismatch", default=0.0, show_default=True,
                              help="Share of audiovisual training clips shown a face of another emotion, labelled by "
                                   "the voice (real faces are read right about half the time)."),
-                click.option("--consistency", default=0.0, show_default=True,
-                             help="Weight of a Jensen-Shannon consistency term between each clip heard in two "
-                                  "recording conditions, with and without its face (0: off)."),
+                consistency_option,
                 click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt",
                              show_default=True),
                 click.option("--audio-init", type=click.Path(path_type=Path), default=audio_init_default,
