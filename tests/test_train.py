@@ -241,7 +241,8 @@ def test_ship_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
         views, cli._corpora(corpora), faces, FacePools.split(faces, ("24",)), trunk_state))
     out = tmp_path / "ia.pt"
     result = CliRunner().invoke(cli.main, ["ship", "--fusion", "ia", "--corpora", "ravdess,tess", "--epochs", "1",
-                                           "--draws", "16", "--audio-init", "none", "--face-mismatch", "0.3", "--consistency", "3",
+                                           "--draws", "16", "--audio-init", "none", "--face-mismatch", "0.3",
+                                           "--consistency", "3",
                                            "--trunk", str(trunk), "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     model, spec, trained_on = load_checkpoint(out, "ia")

@@ -61,6 +61,11 @@ class SpeechViews:
         return np.flatnonzero(mask)
 
 
+def other_views(first: np.ndarray, n_views: int, rng: np.random.Generator) -> np.ndarray:
+    """For each view index in `first`, a random different one: the second view of a consistency pair."""
+    return (first + rng.integers(1, n_views, len(first))) % n_views
+
+
 @dataclasses.dataclass
 class SpeechSplit:
     name: str

@@ -27,7 +27,7 @@ from mer.runtime.contract import CONDITIONS
 from .face_features import FaceFeatures
 from .fusion import MerModel
 from .metrics import summarise
-from .speech_views import SpeechSplit, SpeechViews
+from .speech_views import SpeechSplit, SpeechViews, other_views
 from .train_speech import balanced_weights, consistency_loss
 
 
@@ -210,7 +210,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
                                                                    rng).view(len(swap), 15, -1)
                     video_av = video_av.view(b * 15, -1)
             if pairs:  # the same clips, same faces, in another view: rows [:b] and [b:] of each condition pair up
-                again = (heard + rng.integers(1, n_views, b)) % n_views
+                again = other_views(heard, n_views, rng)
                 audio = np.concatenate([audio, views.features(idx, again, recipe.n_mfcc)])
                 video, video_av = torch.cat([video, video]), torch.cat([video_av, video_av])
                 labels, b = np.tile(labels, 2), 2 * b

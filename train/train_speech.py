@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .audio_cnn import AudioCNN
 from .metrics import summarise
-from .speech_views import SpeechViews
+from .speech_views import SpeechViews, other_views
 from .train_audio import _mask_time
 
 
@@ -90,7 +90,7 @@ def _paired_batches(views: SpeechViews, train: np.ndarray, p: np.ndarray, recipe
     for s in range(0, len(drawn), recipe.batch // 2):
         idx = drawn[s:s + recipe.batch // 2]
         first = rng.integers(0, n_views, len(idx))
-        second = (first + rng.integers(1, n_views, len(idx))) % n_views  # never the same view twice
+        second = other_views(first, n_views, rng)
         x = np.concatenate([views.features(idx, first, recipe.n_mfcc), views.features(idx, second, recipe.n_mfcc)])
         yield torch.from_numpy(_mask_time(x, rng, recipe.time_masks)), torch.from_numpy(np.tile(views.labels[idx], 2))
 
