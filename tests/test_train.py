@@ -232,7 +232,8 @@ def test_ship_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
                         np.array(["ravdess", "tess"] * (n // 2)), np.array(["ravdess:03", "tess:OAF"] * (n // 2)),
                         ["x"] * n)
     faces = FaceFeatures(rng.standard_normal((m, 4, 1024)).astype(np.float16), np.array([0, 2, 3, 4, 5, 6, 7] * 10),
-                         np.array(["ferplus:train"] * 42 + ["ferplus:valid"] * 14 + ["ferplus:test"] * 14))
+                         np.array(["ferplus:train"] * 42 + ["ferplus:valid"] * 14 + ["ferplus:test"] * 14),
+                         video=rng.standard_normal((m, 4, 1024)).astype(np.float16))
     trunk_state = {k: v for k, v in EfficientFaceTemporal().state_dict().items()
                    if not k.startswith(("conv1d", "classifier"))}
     trunk = tmp_path / "trunk.pt"
@@ -242,7 +243,7 @@ def test_ship_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "ia.pt"
     result = CliRunner().invoke(cli.main, ["ship", "--fusion", "ia", "--corpora", "ravdess,tess", "--epochs", "1",
                                            "--draws", "16", "--audio-init", "none", "--face-mismatch", "0.3",
-                                           "--consistency", "3",
+                                           "--consistency", "3", "--face-video", "0.5",
                                            "--trunk", str(trunk), "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     model, spec, trained_on = load_checkpoint(out, "ia")
@@ -250,6 +251,26 @@ def test_ship_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
     assert "30% of audiovisual clips with a face of another emotion" in trained_on
     assert "recording-condition consistency 3" in trained_on
     assert "fine-tuned with video degradations" in trained_on
+    assert "50% of face frames degraded as video" in trained_on
+
+
+def test_face_clips_draw_degraded_frames_only_when_asked():
+    """--face-video: each frame of a training clip is, with the given probability, the same view of
+    the same image as video degrades it; at 0 a clip is exactly what it always was (same draws)."""
+    from mer.train.face_features import FaceFeatures
+
+    n, views = 5, 4
+    clean = (np.arange(n)[:, None, None] * 10 + np.arange(views)[None, :, None]).astype(np.float16)
+    faces = FaceFeatures(np.broadcast_to(clean, (n, views, 8)), np.zeros(n, np.int64), np.array(["ferplus:train"] * n),
+                         video=-np.broadcast_to(clean, (n, views, 8)) - 1)
+    plain = faces.clip(3, np.random.default_rng(7))
+    assert np.array_equal(plain, faces.clip(3, np.random.default_rng(7), video=0.0))
+    assert np.all(plain[:, 0] >= 30) and np.all(plain[:, 0] < 40)        # image 3's clean views
+    degraded = faces.clip(3, np.random.default_rng(7), video=1.0)
+    assert np.array_equal(degraded, -plain - 1)                            # the same views, degraded
+    mixed = faces.clip(3, np.random.default_rng(7), frames=400, video=0.5)
+    share = float((mixed[:, 0] < 0).mean())
+    assert 0.4 < share < 0.6
 
 
 def test_paired_batches_show_each_utterance_in_two_different_views():

@@ -362,13 +362,17 @@ def _face_features(trunk_path: Path, size: int):
 
     trunk = EfficientFaceTemporal()
     trunk.load_state_dict(_trunk_state(trunk_path), strict=False)
-    cache = RUNS / "cache" / f"face-features-{trunk_path.stat().st_mtime_ns}-{size}.npz"
+    stem = RUNS / "cache" / f"face-features-{trunk_path.stat().st_mtime_ns}-{size}"
+    clean, video = Path(f"{stem}.npz"), Path(f"{stem}-video.npz")
     sets = {}
-    if not cache.exists():
+    if not (clean.exists() and video.exists()):
         fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
         fer = dataclasses.replace(fer, images=_to_rgb112(fer.images))
         sets = {"ferplus": fer, "tfeid": load_tfeid(data_dir() / "faces" / "tfeid")}
-    return load_or_extract(cache, trunk, sets, size)
+    faces = load_or_extract(clean, trunk, sets, size)
+    # The same images as video degrades them: what `--face-video` trains on, and every fusion run's
+    # "faces degraded" test conditions.
+    return dataclasses.replace(faces, video=load_or_extract(video, trunk, sets, size, video=True).feats)
 
 
 def _branch_shape(blob: dict) -> tuple[str, int, int]:
@@ -406,12 +410,13 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(fusion: str, n_mfcc: int, audio_norm: str, audio_width: int, audio_dilation: int, epochs: int,
-                    draws: int, audio_lr: float, face_mismatch: float, consistency: float, **rest):
+                    draws: int, audio_lr: float, face_mismatch: float, face_video: float, consistency: float,
+                    **rest):
             from .train_fusion import FusionRecipe
 
             recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
                                   audio_width=audio_width, audio_dilation=audio_dilation, audio_lr_scale=audio_lr,
-                                  face_mismatch=face_mismatch, consistency=consistency)
+                                  face_mismatch=face_mismatch, face_video=face_video, consistency=consistency)
             return command(recipe=recipe, **rest)
 
         for option in reversed((
@@ -424,6 +429,9 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
                 click.option("--face-mismatch", default=0.0, show_default=True,
                              help="Share of audiovisual training clips shown a face of another emotion, labelled by "
                                   "the voice (real faces are read right about half the time)."),
+                click.option("--face-video", default=0.0, show_default=True,
+                             help="Share of training frames shown as video degrades a face (blur, low resolution, "
+                                  "compression, a covered mouth), so the fusion learns what a face is worth there."),
                 consistency_option,
                 click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt",
                              show_default=True),
@@ -465,10 +473,9 @@ def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init
         _write(done, result)  # type: ignore[arg-type]
         results.append(result)
         t = result["test"]
-        click.echo(f"{fold.name}: audiovisual {t['audiovisual']['accuracy']:.3f}, audio only "
-                   f"{t['audio_only']['accuracy']:.3f}, video only {t['video_only']['accuracy']:.3f}, audiovisual "
-                   f"with a disagreeing face {t['audiovisual_face_disagrees']['accuracy']:.3f}")
-    for mode in ("audiovisual", "audio_only", "video_only", "audiovisual_face_disagrees"):
+        click.echo(f"{fold.name}: " + ", ".join(f"{label} {t[mode]['accuracy']:.3f}" for mode, label in _CONDITION_ROWS
+                                                  if mode in t))
+    for mode, _ in _CONDITION_ROWS:
         accs = [r["test"][mode]["accuracy"] for r in results if mode in r["test"]]  # older runs lack the last
         if accs:
             click.echo(_summary(f"{fusion} {mode}", accs))
@@ -597,7 +604,9 @@ def _confusion_table(name: str, confusion: np.ndarray) -> str:
 
 # The fusion's test conditions (train_fusion's result keys) and how the report names them.
 _CONDITION_ROWS = (("audiovisual", "speech + face"), ("audio_only", "speech, no face"), ("video_only", "face, no speech"),
-                   ("audiovisual_face_disagrees", "speech + face, 30 % of faces another emotion"))
+                   ("audiovisual_face_disagrees", "speech + face, 30 % of faces another emotion"),
+                   ("audiovisual_faces_degraded", "speech + face, every frame degraded as video"),
+                   ("video_only_faces_degraded", "face degraded as video, no speech"))
 
 
 @main.command()
@@ -669,7 +678,8 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
                   f"{f', audio branch dilated {recipe.audio_dilation}**i' if recipe.audio_dilation != 1 else ''}"
                   f"{f', audio branch at {recipe.audio_lr_scale:g}x the learning rate' if recipe.audio_lr_scale != 1 else ''}"
                   f"{f', {recipe.face_mismatch:.0%} of audiovisual clips with a face of another emotion' if recipe.face_mismatch else ''}"
-                  f"{f', recording-condition consistency {recipe.consistency:g}' if recipe.consistency else ''}")
+                  f"{f', recording-condition consistency {recipe.consistency:g}' if recipe.consistency else ''}"
+                  f"{f', {recipe.face_video:.0%} of face frames degraded as video' if recipe.face_video else ''}")
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=recipe.n_mfcc), trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .augment import augment, resize, to_float_nchw
+from .augment import augment, degrade, resize, to_float_nchw
 from .efficientface import EfficientFaceTemporal
 from .face_data import FaceSet
 
@@ -26,6 +26,7 @@ class FaceFeatures:
     feats: np.ndarray    # float16 (N, VIEWS, 1024)
     labels: np.ndarray   # int64 (N,) mer label of each image
     source: np.ndarray   # str (N,): "ferplus:train", "tfeid:07", ...
+    video: np.ndarray | None = None  # float16 (N, VIEWS, 1024): the same images as video degrades them, or None
 
     def by_label(self, mask: np.ndarray) -> dict[int, np.ndarray]:
         """Image indices per label among `mask`; calm (1) borrows neutral (0) faces."""
@@ -33,36 +34,51 @@ class FaceFeatures:
         out[1] = out[0]
         return out
 
-    def clip(self, i: int, rng: np.random.Generator, frames: int = 15) -> np.ndarray:
-        """(frames, 1024) features of a 'clip' of image i: views in a random walk."""
+    def clip(self, i: int, rng: np.random.Generator, frames: int = 15, video: float = 0.0) -> np.ndarray:
+        """(frames, 1024) features of a 'clip' of image i: views in a random walk; with `video` > 0 each
+        frame is, with that probability, a degraded view instead (blurred, low-resolution, compressed,
+        occluded: frames of a real clip differ from one another, and some are hard to read)."""
         views = rng.integers(0, self.feats.shape[1], size=frames)
-        return self.feats[i, views].astype(np.float32)
+        out = self.feats[i, views].astype(np.float32)
+        if video > 0:  # only here: the clean path draws exactly what it always drew
+            hit = rng.random(frames) < video
+            out[hit] = self.video[i, views[hit]]
+        return out
 
 
 @torch.no_grad()
 def extract(trunk: EfficientFaceTemporal, faces: FaceSet, size: int, views: int = VIEWS, batch: int = 128,
-            seed: int = 0, desc: str = "faces") -> np.ndarray:
-    """(N, views, 1024) float16. View 0 is the plain image; the others are augmented."""
+            seed: int = 0, desc: str = "faces", video: bool = False) -> np.ndarray:
+    """(N, views, 1024) float16. View 0 is the plain image; the others are augmented. With `video`,
+    every view is augmented harder (pose, scale, colour or grey) and degraded as video degrades a
+    face (augment.degrade at p 1: blur or motion blur, a low-resolution source, JPEG, a covered
+    mouth, each on about half the views)."""
     trunk.eval()
     gen = torch.Generator().manual_seed(seed)
     out = np.zeros((len(faces.labels), views, trunk.conv5[0].out_channels), np.float16)
     for s in tqdm(range(0, len(faces.labels), batch), desc=f"trunk features: {desc}", unit="batch", mininterval=30):
         x = to_float_nchw(torch.from_numpy(faces.images[s:s + batch]))
         for v in range(views):
-            xv = resize(x, size) if v == 0 else augment(x, size, gen, max_rot_deg=8, scale=(0.9, 1.1), shift=0.05,
-                                                         jitter=0.2, grey_p=0.0)
+            if video:
+                xv = degrade(augment(x, size, gen, max_rot_deg=15, scale=(0.85, 1.15), shift=0.08, jitter=0.3,
+                                     grey_p=0.2), gen, p=1.0)
+            else:
+                xv = resize(x, size) if v == 0 else augment(x, size, gen, max_rot_deg=8, scale=(0.9, 1.1),
+                                                             shift=0.05, jitter=0.2, grey_p=0.0)
             out[s:s + batch, v] = trunk.forward_features(xv).numpy().astype(np.float16)
     return out
 
 
-def load_or_extract(path: Path, trunk: EfficientFaceTemporal, sets: dict[str, FaceSet], size: int) -> FaceFeatures:
-    """Features of every image in `sets` (name -> FaceSet), cached at `path`."""
+def load_or_extract(path: Path, trunk: EfficientFaceTemporal, sets: dict[str, FaceSet], size: int,
+                    video: bool = False) -> FaceFeatures:
+    """Features of every image in `sets` (name -> FaceSet), cached at `path` (`video`: degraded views)."""
     if path.exists():
         blob = np.load(path)
         return FaceFeatures(blob["feats"], blob["labels"], blob["source"])
     feats, labels, source = [], [], []
     for name, faces in sets.items():
-        feats.append(extract(trunk, faces, size, desc=name))
+        feats.append(extract(trunk, faces, size, desc=f"{name}{' as video' if video else ''}", video=video,
+                             seed=1 if video else 0))
         labels.append(faces.labels)
         source.append(np.array([f"{name}:{g}" for g in faces.groups]))
     result = FaceFeatures(np.concatenate(feats), np.concatenate(labels), np.concatenate(source))

@@ -47,6 +47,7 @@ class FusionRecipe:
     draws: int = 1500            # utterances per epoch (balanced over corpus and class)
     ravdess_share: float = 0.5   # RAVDESS's share of the draws (the other corpora split the rest)
     face_mismatch: float = 0.0   # share of audiovisual training clips whose face shows another emotion (see mismatch)
+    face_video: float = 0.0      # share of training frames drawn from video-degraded views (FaceFeatures.clip)
     consistency: float = 0.0     # > 0: each clip drawn twice in two recording-condition views, this weighing the
                                  # Jensen-Shannon divergence between their answers (train_speech.consistency_loss)
     seed: int = 1
@@ -98,9 +99,9 @@ def mismatch(labels: np.ndarray, share: float, rng: np.random.Generator) -> np.n
     return out
 
 
-def video_batch(faces: FaceFeatures, images: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-    """(B * 15, 1024) trunk features of one moving 'clip' per image."""
-    return torch.from_numpy(np.concatenate([faces.clip(int(i), rng) for i in images]))
+def video_batch(faces: FaceFeatures, images: np.ndarray, rng: np.random.Generator, video: float = 0.0) -> torch.Tensor:
+    """(B * 15, 1024) trunk features of one moving 'clip' per image (`video`: share of degraded frames)."""
+    return torch.from_numpy(np.concatenate([faces.clip(int(i), rng, video=video) for i in images]))
 
 
 @torch.no_grad()
@@ -177,6 +178,9 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
                       views.features(idx, 0, recipe.n_mfcc), labels)
     test_disagrees = video_batch(faces, pair_faces(mismatch(sets["test"][2], EVAL_MISMATCH, eval_rng), pools.test,
                                                    eval_rng), eval_rng)
+    # The same test pairs, every frame degraded as video degrades a face: faces that are harder to read.
+    test_degraded = None if faces.video is None else \
+        video_batch(faces, pair_faces(sets["test"][2], pools.test, eval_rng), eval_rng, video=1.0)
     opt = torch.optim.AdamW(param_groups(model, recipe), weight_decay=recipe.weight_decay)
     steps = recipe.epochs * int(np.ceil(recipe.draws / recipe.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=steps,
@@ -196,7 +200,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
         for s in range(0, len(drawn), per_step):
             idx = drawn[s:s + per_step]
             labels = views.labels[idx]
-            video = video_batch(faces, pair_faces(labels, pools.train, rng), rng)
+            video = video_batch(faces, pair_faces(labels, pools.train, rng), rng, recipe.face_video)
             heard = rng.integers(0, n_views, len(idx))
             audio = views.features(idx, heard, recipe.n_mfcc)
             b = len(idx)
@@ -207,7 +211,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
                 if len(swap):
                     video_av = video.clone().view(b, 15, -1)
                     video_av[torch.from_numpy(swap)] = video_batch(faces, pair_faces(shown[swap], pools.train, rng),
-                                                                   rng).view(len(swap), 15, -1)
+                                                                   rng, recipe.face_video).view(len(swap), 15, -1)
                     video_av = video_av.view(b * 15, -1)
             if pairs:  # the same clips, same faces, in another view: rows [:b] and [b:] of each condition pair up
                 again = other_views(heard, n_views, rng)
@@ -239,11 +243,20 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     logits = {f"last_{name}": {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()}
     test_last = {c: summarise(logits["last_test"]["labels"], logits["last_test"][c].argmax(1)) for c in CONDITIONS}
     _, audio, labels = sets["test"]
-    test_last["audiovisual_face_disagrees"] = evaluate(model, test_disagrees, audio, labels, blank)["audiovisual"]
+
+    def stand_ins() -> dict:
+        """Test conditions that stand in for real footage's faces."""
+        out = {"audiovisual_face_disagrees": evaluate(model, test_disagrees, audio, labels, blank)["audiovisual"]}
+        if test_degraded is not None:
+            degraded = evaluate(model, test_degraded, audio, labels, blank)
+            out.update(audiovisual_faces_degraded=degraded["audiovisual"], video_only_faces_degraded=degraded["video_only"])
+        return out
+
+    test_last.update(stand_ins())
     model.load_state_dict(best["state"])
     logits.update({name: {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()})
     test = {c: summarise(logits["test"]["labels"], logits["test"][c].argmax(1)) for c in CONDITIONS}
-    test["audiovisual_face_disagrees"] = evaluate(model, test_disagrees, audio, labels, blank)["audiovisual"]
+    test.update(stand_ins())
     return model, {"split": split.name, "fusion": recipe.fusion, "best_epoch": best["epoch"], "val": best["val"],
                    "test": test, "test_last_epoch": test_last, "history": history,
                    "recipe": dataclasses.asdict(recipe)}, logits
