@@ -152,3 +152,37 @@ def test_dilated_audio_branch_exports_and_matches_torch(real_inputs, tmp_path):
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     faces, feats = real_inputs
     assert max_abs_diff_vs_torch(model, path, faces, feats) < 1e-4
+
+
+def test_ensemble_shares_one_trunk_averages_its_heads_and_exports(real_inputs, tmp_path):
+    """`mer-train combine`: fusion heads trained alone on one frozen trunk become one model whose
+    logits are the mean of theirs, stored with the trunk once, and ONNX Runtime computes the same.
+    Heads on another trunk are refused (the trunk runs once for all of them)."""
+    from mer.train.fusion import MerModel, combine
+
+    def single(seed: int) -> MerModel:
+        torch.manual_seed(seed)
+        return MerModel("ia", face_size=112, audio_norm="level", audio_dilation=2).eval()
+
+    a, b, other = single(0), single(1), single(2)
+    trunk = {k: v for k, v in a.visual_model.state_dict().items() if not k.startswith(("conv1d", "classifier"))}
+    b.visual_model.load_state_dict(trunk, strict=False)
+    ensemble = combine([a, b]).eval()
+    faces, feats = (torch.from_numpy(x) for x in real_inputs)
+    with torch.no_grad():
+        mean = (a(faces, feats) + b(faces, feats)) / 2
+        assert not torch.allclose(a(faces, feats), b(faces, feats))  # two different heads
+        assert torch.allclose(ensemble(faces, feats), mean, atol=1e-5)
+    with pytest.raises(ValueError, match="another face trunk"):
+        combine([a, other])
+
+    ckpt.save_checkpoint(tmp_path / "single.pt", a, DEFAULT_SPEC, "test")
+    ckpt.save_checkpoint(tmp_path / "ensemble.pt", ensemble, DEFAULT_SPEC, "test")
+    loaded, _, _ = ckpt.load_checkpoint(tmp_path / "ensemble.pt", "ia")
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval()(faces, feats), mean, atol=1e-5)
+    # The trunk is most of a single model; stored once, two heads cost far less than two models.
+    assert (tmp_path / "ensemble.pt").stat().st_size < 1.5 * (tmp_path / "single.pt").stat().st_size
+    path = export_onnx(ensemble, DEFAULT_SPEC, tmp_path / "ensemble.onnx", "test")
+    assert json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["mer.model_config"])["members"] == 2
+    assert max_abs_diff_vs_torch(ensemble, path, *real_inputs) < 1e-4

@@ -306,3 +306,78 @@ def test_consistency_loss_is_zero_only_when_both_views_agree():
     b = torch.full((4, 8), -10.0); b[:, 1] = 10.0
     # Two confident, different answers: the divergence approaches its bound, ln 2.
     assert abs(consistency_loss(torch.cat([a, b])).item() - np.log(2)) < 1e-3
+
+
+def test_an_ensembles_fold_runs_are_averaged_for_its_calibration_and_report(tmp_path):
+    """`calibrate --runs A --runs B` and `report --ensemble A --ensemble B` score the mean of two
+    runs' logits on the same folds; runs of other clips are refused, not averaged."""
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train import cli
+    from mer.train.checkpoint import load_checkpoint, save_checkpoint, untrained
+
+    rng = np.random.default_rng(0)
+    parts = ("last_val", "last_test")
+    labels = {f: {p: rng.integers(0, 8, 40) for p in parts} for f in ("test03-06", "test07-10")}
+    runs = [tmp_path / "a", tmp_path / "b"]
+    logits = {}
+    for run in runs:
+        (run / "ia").mkdir(parents=True)
+        for fold, ys in labels.items():
+            blob = {f"{p}_labels": ys[p] for p in parts}
+            for p in parts:
+                for c in ("audiovisual", "audio_only", "video_only"):
+                    blob[f"{p}_{c}"] = rng.standard_normal((40, 8)).astype(np.float32) * 3
+            np.savez(run / "ia" / f"{fold}-logits.npz", **blob)
+            logits[run.name, fold] = blob
+    model, spec, _ = untrained("ia")
+    checkpoint = tmp_path / "ensemble.pt"
+    save_checkpoint(checkpoint, model, spec, "test")
+    invoke = CliRunner().invoke
+    result = invoke(cli.main, ["calibrate", "--runs", str(runs[0]), "--runs", str(runs[1]),
+                               "--checkpoint", str(checkpoint)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    written = json.loads((runs[0] / "ia" / "calibration-ensemble2.json").read_text())[0]
+    mean = np.concatenate([(logits["a", f]["last_test_audiovisual"] + logits["b", f]["last_test_audiovisual"]) / 2
+                           for f in labels])
+    y = np.concatenate([labels[f]["last_test"] for f in labels])
+    assert written["audiovisual"]["last_test"]["accuracy_before"] == pytest.approx(float((mean.argmax(1) == y).mean()))
+    assert float(load_checkpoint(checkpoint)[0].temperature[0]) == pytest.approx(written["audiovisual"]["temperature"],
+                                                                                  abs=1e-4)
+
+    result = invoke(cli.main, ["report", "--runs", str(tmp_path), "--ensemble", str(runs[0]), "--ensemble", str(runs[1])])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    fold_accs = [float((((logits["a", f]["last_test_audio_only"] + logits["b", f]["last_test_audio_only"]) / 2)
+                         .argmax(1) == labels[f]["last_test"]).mean()) for f in labels]
+    row = next(r for r in result.output.splitlines() if "ensemble of 2 (speech, no face)" in r)
+    assert f"{100 * np.mean(fold_accs):.1f} ± {100 * np.std(fold_accs):.1f}" in row
+
+    np.savez(runs[1] / "ia" / "test07-10-logits.npz", **{**logits["b", "test07-10"],
+                                                       "last_test_labels": (labels["test07-10"]["last_test"] + 1) % 8})
+    result = invoke(cli.main, ["calibrate", "--runs", str(runs[0]), "--runs", str(runs[1]),
+                               "--checkpoint", str(checkpoint)])
+    assert result.exit_code == 1 and "not the same folds" in result.output
+
+
+def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp_path):
+    from click.testing import CliRunner
+
+    from mer.train import cli
+    from mer.train.checkpoint import load_checkpoint, save_checkpoint, untrained
+
+    a, spec, _ = untrained("ia", seed=0)
+    b, _, _ = untrained("ia", seed=1)
+    save_checkpoint(tmp_path / "a.pt", a, spec, "run a")
+    save_checkpoint(tmp_path / "other-trunk.pt", b, spec, "run b")
+    b.visual_model.load_state_dict({k: v for k, v in a.visual_model.state_dict().items()
+                                    if not k.startswith(("conv1d", "classifier"))}, strict=False)
+    save_checkpoint(tmp_path / "b.pt", b, spec, "run b")
+    invoke = CliRunner().invoke
+    result = invoke(cli.main, ["combine", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "e.pt")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    model, _, trained_on = load_checkpoint(tmp_path / "e.pt", "ia")
+    assert model.config()["members"] == 2 and "run a | run b" in trained_on
+    result = invoke(cli.main, ["combine", str(tmp_path / "a.pt"), str(tmp_path / "other-trunk.pt"),
+                               "--out", str(tmp_path / "f.pt")])
+    assert result.exit_code == 1 and "another face trunk" in result.output and not (tmp_path / "f.pt").exists()

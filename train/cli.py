@@ -90,6 +90,8 @@ dilation_option = click.option("--audio-dilation", default=1, show_default=True,
 consistency_option = click.option("--consistency", default=0.0, show_default=True,
                                   help="Weight of a Jensen-Shannon term between each utterance's answers in two "
                                        "recording conditions (0: off, one condition per draw).")
+seed_option = click.option("--seed", default=1, show_default=True,
+                           help="Random seed (initial weights, draws, views): another seed is another ensemble member.")
 speed_option = click.option("--speed", default=0.0, show_default=True,
                             help="Speed perturbation of the training speech: random factor within 1 +- SPEED.")
 
@@ -237,12 +239,13 @@ def _corpus_table(rows: dict[str, dict]) -> str:
 @click.option("--average-last", default=0, show_default=True,
               help="The last model is the mean of the last N epochs' weights, batch-norm statistics measured again.")
 @consistency_option
+@seed_option
 @fold_option
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: str, epochs: int, draws: int,
            ravdess_share: float, audio_width: int, audio_dilation: int, average_last: int, consistency: float,
-           folds: tuple[str, ...], threads: int, out: Path) -> None:
+           seed: int, folds: tuple[str, ...], threads: int, out: Path) -> None:
     """Audio branch on several speech corpora: RAVDESS folds, leave-one-corpus-out, or all (resumable)."""
     import torch
 
@@ -258,7 +261,7 @@ def speech(protocol: str, corpora: str, held_out: str, n_mfcc: int, audio_norm: 
     views = _views()
     recipe = SpeechRecipe(n_mfcc=n_mfcc, input_norm=audio_norm, epochs=epochs, draws=draws, ravdess_share=ravdess_share,
                           width=audio_width, dilation=audio_dilation, average_last=average_last,
-                          consistency=consistency)
+                          consistency=consistency, seed=seed)
     runs: list[tuple[str, np.ndarray, dict[str, np.ndarray], str | None]] = []
     if protocol == "ravdess-folds":
         for fold in _folds("actors03-24", folds):
@@ -411,12 +414,13 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
         @functools.wraps(command)
         def wrapper(fusion: str, n_mfcc: int, audio_norm: str, audio_width: int, audio_dilation: int, epochs: int,
                     draws: int, audio_lr: float, face_mismatch: float, face_video: float, consistency: float,
-                    **rest):
+                    seed: int, **rest):
             from .train_fusion import FusionRecipe
 
             recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
                                   audio_width=audio_width, audio_dilation=audio_dilation, audio_lr_scale=audio_lr,
-                                  face_mismatch=face_mismatch, face_video=face_video, consistency=consistency)
+                                  face_mismatch=face_mismatch, face_video=face_video, consistency=consistency,
+                                  seed=seed)
             return command(recipe=recipe, **rest)
 
         for option in reversed((
@@ -432,7 +436,7 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
                 click.option("--face-video", default=0.0, show_default=True,
                              help="Share of training frames shown as video degrades a face (blur, low resolution, "
                                   "compression, a covered mouth), so the fusion learns what a face is worth there."),
-                consistency_option,
+                consistency_option, seed_option,
                 click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt",
                              show_default=True),
                 click.option("--audio-init", type=click.Path(path_type=Path), default=audio_init_default,
@@ -518,14 +522,40 @@ def speech_report(loco: Path, baseline: Path, folds: Path) -> None:
     click.echo("\n".join(lines))
 
 
+def _fold_logits(runs: tuple[Path, ...], fusion: str) -> list[dict[str, np.ndarray]]:
+    """Per fold, the logits `mer-train fusion` kept (validation and test, per condition), averaged
+    over `runs`: several runs of the same folds (other seeds or recipes) are an ensemble's members,
+    scored on the same clips and faces (the evaluation pairs are drawn with a fixed seed)."""
+    names = [sorted(p.name for p in (r / fusion).glob("test*-logits.npz")) for r in runs]
+    if not names[0]:
+        raise click.ClickException(f"{runs[0] / fusion}: no fold logits (run `mer-train fusion --fusion {fusion}` first)")
+    if any(n != names[0] for n in names):
+        raise click.ClickException(f"{', '.join(map(str, runs))}: the runs hold different folds ({names})")
+    folds = []
+    for name in names[0]:
+        blobs = [np.load(r / fusion / name) for r in runs]
+        keys = [k for k in blobs[0].files if all(k in b.files for b in blobs)]  # older runs kept fewer
+        fold = {"name": name.removesuffix("-logits.npz")}
+        for k in keys:
+            if k.endswith("labels"):
+                if any(not np.array_equal(b[k], blobs[0][k]) for b in blobs):
+                    raise click.ClickException(f"{name}: the runs' {k} differ (not the same folds)")
+                fold[k] = blobs[0][k]
+            else:
+                fold[k] = np.mean([b[k] for b in blobs], axis=0)
+        folds.append(fold)
+    return folds
+
+
 @main.command()
 @click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
-@click.option("--runs", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True,
-              help="`mer-train fusion` output: the folds' validation and test logits.")
+@click.option("--runs", "runs_", type=click.Path(path_type=Path), multiple=True, default=(RUNS / "fusion",),
+              show_default=True, help="`mer-train fusion` output: the folds' validation and test logits. "
+              "Several: an ensemble's members (`combine`), their logits averaged.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Checkpoint to write the temperatures into (default: the bundled train/checkpoints/<fusion>.pt).")
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Reliability diagram PNG to write.")
-def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | None) -> None:
+def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, figure: Path | None) -> None:
     """Fit a temperature per modality condition (and a per-class bias where calibrate.BIAS_CONDITIONS
     says) on the folds' validation actors (last epoch, as shipped), report ECE and accuracy before and after on validation and test, and
     fold them into the checkpoint."""
@@ -536,10 +566,8 @@ def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | N
 
     from .checkpoint import bundled_checkpoint
 
-    files = sorted((runs / fusion).glob("test*-logits.npz"))
-    if not files:
-        raise click.ClickException(f"{runs / fusion}: no fold logits (run `mer-train fusion --fusion {fusion}` first)")
-    blobs = [np.load(f) for f in files]
+    blobs = _fold_logits(runs_, fusion)
+    runs = runs_[0]
 
     def pooled(part: str, key: str) -> np.ndarray:
         return np.concatenate([b[f"{part}_{key}"] for b in blobs])
@@ -568,7 +596,8 @@ def calibrate(fusion: str, runs: Path, checkpoint: Path | None, figure: Path | N
         click.echo(f"{c}: T = {t:.3f}, bias {np.round(bias, 2).tolist()}; ECE validation {v['ece_before']:.3f} -> "
                    f"{v['ece_after']:.3f}, test {s['ece_before']:.3f} -> {s['ece_after']:.3f}; test accuracy "
                    f"{s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f} (n = {s['n']})")
-    _write(runs / fusion / "calibration.json", [{"fusion": fusion, "folds": [f.name for f in files], **rows}])
+    _write(runs / fusion / ("calibration.json" if len(runs_) == 1 else f"calibration-ensemble{len(runs_)}.json"),
+           [{"fusion": fusion, "runs": [str(r) for r in runs_], "folds": [b["name"] for b in blobs], **rows}])
     if figure is not None:
         figure.parent.mkdir(parents=True, exist_ok=True)
         plot_reliability(curves, figure, f"{fusion}: RAVDESS test actors of 5 folds (speech + held-out faces), "
@@ -607,6 +636,12 @@ _CONDITION_ROWS = (("audiovisual", "speech + face"), ("audio_only", "speech, no 
                    ("audiovisual_face_disagrees", "speech + face, 30 % of faces another emotion"),
                    ("audiovisual_faces_degraded", "speech + face, every frame degraded as video"),
                    ("video_only_faces_degraded", "face degraded as video, no speech"))
+# Where each row's test logits (last epoch) are kept in a fold's logits file: (part, condition).
+_LOGITS_OF = {"audiovisual": ("last_test", "audiovisual"), "audio_only": ("last_test", "audio_only"),
+              "video_only": ("last_test", "video_only"),
+              "audiovisual_face_disagrees": ("last_test_disagrees", "audiovisual"),
+              "audiovisual_faces_degraded": ("last_test_degraded", "audiovisual"),
+              "video_only_faces_degraded": ("last_test_degraded", "video_only")}
 
 
 @main.command()
@@ -615,7 +650,9 @@ _CONDITION_ROWS = (("audiovisual", "speech + face"), ("audio_only", "speech, no 
               help="`mer-train speech --protocol ravdess-folds` output (default: RUNS/speech/folds).")
 @click.option("--fusions", type=click.Path(path_type=Path), default=None,
               help="`mer-train fusion` output (default: RUNS/fusion).")
-def report(runs: Path, speech: Path | None, fusions: Path | None) -> None:
+@click.option("--ensemble", type=click.Path(path_type=Path), multiple=True,
+              help="`mer-train fusion` outputs of the same folds (repeat): rows for their ensemble (logits averaged).")
+def report(runs: Path, speech: Path | None, fusions: Path | None, ensemble: tuple[Path, ...]) -> None:
     """The cross-validation results table (Markdown) from the run folders of `speech` and `fusion`."""
     def cell(accs: list[float]) -> str:
         return f"{100 * np.mean(accs):.1f} ± {100 * np.std(accs):.1f}" if accs else "not run"
@@ -643,6 +680,13 @@ def report(runs: Path, speech: Path | None, fusions: Path | None) -> None:
                             {r["split"]: r["test_last_epoch"][mode]["accuracy"] for r in results
                              if mode in r.get("test_last_epoch", {})}))
         confusions[f"{fusion} (speech + face)"] = [r["test"]["audiovisual"]["confusion"] for r in results]
+        if ensemble and all((e / fusion).is_dir() for e in ensemble):
+            folds = _fold_logits(ensemble, fusion)
+            for mode, label in _CONDITION_ROWS:
+                part, condition = _LOGITS_OF[mode]
+                rows.append(row(f"{fusion}, ensemble of {len(ensemble)} ({label}), last epoch",
+                                {f["name"]: float((f[f"{part}_{condition}"].argmax(1) == f[f"{part}_labels"]).mean())
+                                 for f in folds if f"{part}_{condition}" in f}))
     click.echo("\n".join(rows))
     for name, mats in confusions.items():
         if mats:
@@ -682,6 +726,41 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
                   f"{f', {recipe.face_video:.0%} of face frames degraded as video' if recipe.face_video else ''}")
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=recipe.n_mfcc), trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command()
+@click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The ensemble checkpoint (then `mer-train calibrate --checkpoint` it on the members' fold runs).")
+def combine(members: tuple[Path, ...], out: Path) -> None:
+    """One ensemble model of fusion checkpoints trained alone (`ship`, other seeds or recipes) on
+    the same face trunk: the trunk runs once, the fusion heads' logits are averaged."""
+    from mer.runtime.spec import DEFAULT_SPEC
+
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .fusion import combine as combine_models
+
+    if len(members) < 2:
+        raise click.BadParameter("needs two members or more", param_hint="MEMBERS")
+    if out.resolve() in [m.resolve() for m in members]:
+        raise click.BadParameter(f"{out} is a member: write the ensemble elsewhere", param_hint="--out")
+    loaded = []
+    for m in members:
+        try:
+            loaded.append(load_checkpoint(m))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    specs = {spec for _, spec, _ in loaded}
+    if len(specs) != 1:
+        raise click.ClickException(f"{', '.join(map(str, members))}: members were trained on different features")
+    try:
+        model = combine_models([m for m, _, _ in loaded])
+    except ValueError as exc:
+        raise click.ClickException(f"{', '.join(map(str, members))}: {exc}") from None
+    trained_on = f"an ensemble of {len(members)} fusion heads on one face trunk, each trained alone: " + \
+        " | ".join(t for _, _, t in loaded)
+    save_checkpoint(out, model, specs.pop(), trained_on, members=[str(m) for m in members])
+    click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {len(members)} heads, uncalibrated")
 
 
 @main.command()

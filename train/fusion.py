@@ -19,12 +19,15 @@ from .efficientface import EfficientFaceTemporal
 E_DIM = 128        # stage-2 width of both branches
 VIDEO_STAGE1 = 64  # stage-1 width of the visual branch
 AUDIO_STAGE1 = 128
+CALIBRATION = ("temperature", "class_bias")  # buffers train/calibrate.py fits, not trained weights
+# The per-frame face trunk inside EfficientFaceTemporal (the rest, conv1d_*, is the temporal head).
+TRUNK_MODULES = ("conv1", "maxpool", "stage2", "stage3", "stage4", "local", "modulator", "conv5")
 
 
 class MerModel(nn.Module):
     def __init__(self, fusion: str = "ia", n_mfcc: int = 10, num_classes: int = 8,
                  num_frames: int = 15, image_size: int = 224, face_size: int = 224, num_heads: int = 1,
-                 audio_norm: str = "none", audio_width: int = 1, audio_dilation: int = 1):
+                 audio_norm: str = "none", audio_width: int = 1, audio_dilation: int = 1, members: int = 1):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -34,6 +37,8 @@ class MerModel(nn.Module):
         self._config = {"fusion": fusion, "n_mfcc": n_mfcc, "num_classes": num_classes, "num_frames": num_frames,
                         "image_size": image_size, "face_size": face_size, "num_heads": num_heads,
                         "audio_norm": audio_norm, "audio_width": audio_width, "audio_dilation": audio_dilation}
+        if members != 1:  # absent from a single model's config, so its exports and checkpoints read as before
+            self._config["members"] = members
         self.fusion = fusion
         self.num_frames = num_frames
         self.image_size = image_size
@@ -51,6 +56,16 @@ class MerModel(nn.Module):
             self.av1 = Attention(VIDEO_STAGE1, AUDIO_STAGE1, AUDIO_STAGE1, num_heads)
             self.va1 = Attention(AUDIO_STAGE1, VIDEO_STAGE1, VIDEO_STAGE1, num_heads)
         self.classifier_1 = nn.Sequential(nn.Linear(2 * E_DIM, num_classes))
+        # An ensemble (members > 1): more fusion heads, each trained alone (another seed or recipe)
+        # on the same frozen face trunk and joined by `combine`. The trunk is shared, not copied
+        # (torch.save stores a shared tensor once), so it runs once; the heads' logits are averaged.
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        single = {k: v for k, v in self._config.items() if k != "members"}
+        self.heads = nn.ModuleList(MerModel(**single) for _ in range(members - 1))
+        for head in self.heads:
+            for name in TRUNK_MODULES:
+                setattr(head.visual_model, name, getattr(self.visual_model, name))
         # Calibration (train/calibrate.py), one per modality condition the runtime can feed (rows in
         # contract.CONDITIONS order): logits / temperature + class_bias, fitted on validation folds.
         # 1 and 0 = uncalibrated. The bias corrects a condition's class priors (the face alone
@@ -88,10 +103,17 @@ class MerModel(nn.Module):
         return torch.where(no_face, 1, torch.where(no_audio, 2, 0))
 
     def forward_features(self, frame_feats: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
-        """Logits from per-frame trunk features (B * T, 1024) and MFCC (B, n_mfcc, T_a).
+        """Logits from per-frame trunk features (B * T, 1024) and MFCC (B, n_mfcc, T_a); an
+        ensemble's are the mean of its heads'.
 
         Training with a frozen trunk enters here with cached features.
         """
+        logits = self._head_logits(frame_feats, mfcc)
+        for head in self.heads:
+            logits = logits + head._head_logits(frame_feats, mfcc)
+        return logits / (1 + len(self.heads))
+
+    def _head_logits(self, frame_feats: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         audio = self.audio_model.forward_stage1(mfcc)             # (B, 128, Ta)
         video = self.visual_model.forward_stage1(frame_feats)     # (B, 64, 15)
         if self.fusion == "lt":
@@ -118,6 +140,31 @@ class MerModel(nn.Module):
 
 def build_model(config: dict) -> MerModel:
     return MerModel(**config)
+
+
+def combine(models: list[MerModel]) -> MerModel:
+    """One ensemble model of single fusion models trained alone on the same frozen face trunk.
+
+    Uncalibrated (calibration is fitted afterwards on the members' averaged fold logits)."""
+    first = models[0].config()
+    if any(m.heads for m in models) or any(m.config() != first for m in models):
+        raise ValueError("members must be single models of one configuration")
+    out = MerModel(**first, members=len(models))
+    trunk = {k: v for k, v in models[0].state_dict().items()
+             if k.startswith("visual_model.") and k.split(".")[1] in TRUNK_MODULES}
+    for i, m in enumerate(models[1:], 1):
+        for k, v in m.state_dict().items():
+            if k in trunk and not torch.equal(v, trunk[k]):
+                raise ValueError(f"member {i} has another face trunk ({k} differs): heads can share only one trunk")
+    state = {}
+    for i, m in enumerate(models):
+        for k, v in m.state_dict().items():
+            if k in CALIBRATION:
+                continue
+            state[k if i == 0 else f"heads.{i - 1}.{k}"] = v
+    missing, unexpected = out.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.rsplit(".", 1)[-1] in CALIBRATION for k in missing), (missing, unexpected)
+    return out
 
 
 def _face_kernel(factor: int, channels: int = 3) -> torch.Tensor:

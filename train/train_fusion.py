@@ -253,6 +253,10 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
         return out
 
     test_last.update(stand_ins())
+    # The stand-ins' logits too (last epoch), so an ensemble of runs can be scored on them (`report --ensemble`).
+    logits["last_test_disagrees"] = {**condition_logits(model, test_disagrees, audio, blank), "labels": labels}
+    if test_degraded is not None:
+        logits["last_test_degraded"] = {**condition_logits(model, test_degraded, audio, blank), "labels": labels}
     model.load_state_dict(best["state"])
     logits.update({name: {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()})
     test = {c: summarise(logits["test"]["labels"], logits["test"][c].argmax(1)) for c in CONDITIONS}
