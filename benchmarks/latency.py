@@ -3,6 +3,7 @@
     python benchmarks/latency.py                 # all bundled fusions, fp32 + fp16, ~3 min on 2 cores
     python benchmarks/latency.py --quick         # ia only, fewer repeats, < 1 min
     python benchmarks/latency.py --clip my.mp4 --out results/
+    python benchmarks/latency.py --quick --against old/ia.onnx   # the bundled ia's model time against another file
 
 For every available backend x precision x fusion: per-stage latency of `Recognizer.predict`
 (decode, faces, mfcc, model, total) as p50/p95/p99 after warm-up, and model throughput at
@@ -107,6 +108,19 @@ def model_vs_torch(fusion: str, model_path: Path, faces: np.ndarray, feats: np.n
             {"backend": "torch-eager", **row, **percentiles(samples["torch"])}]
 
 
+def model_vs_model(base: Path, other: Path, faces: np.ndarray, feats: np.ndarray, repeats: int) -> list[dict]:
+    """Two ONNX files of the contract (the bundled model and another: an older one, a single model
+    against an ensemble), ONNX Runtime CPU as mer-infer runs them, timed interleaved."""
+    from mer.runtime.backends import load_model
+
+    a, b = load_model(base, "cpu", None), load_model(other, "cpu", None)
+    f, m = faces[None], feats[None]
+    samples = timed_together({"base": lambda: a.run(f, m), "other": lambda: b.run(f, m)}, repeats, 3)
+    row = {"backend": a.backend_name, "precision": "fp32", "stage": "model-only", "batch": 1}
+    return [{**row, "fusion": base.stem, "model": str(base), **percentiles(samples["base"])},
+            {**row, "fusion": other.stem, "model": str(other), "baseline_for": str(base), **percentiles(samples["other"])}]
+
+
 def available_backends() -> list[str]:
     import onnxruntime as ort
 
@@ -125,7 +139,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="ia only, fewer repeats (< 1 min)")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", type=Path, help="write latency.json, latency.md and latency.png here")
+    ap.add_argument("--against", type=Path, help="another ia ONNX file: its model time against the bundled ia's")
     args = ap.parse_args()
+    if args.against and not args.against.is_file():
+        sys.exit(f"latency.py: {args.against}: no such file")
     repeats = args.repeats or (8 if args.quick else 20)
 
     from mer.runtime import FUSIONS, Recognizer, bundled_model
@@ -172,6 +189,12 @@ def main() -> None:
             summary[f"model_speedup_vs_torch_{fusion}"] = round(base["p50_ms"] / ours["p50_ms"], 2)
             print(f"  {fusion} torch eager: {base['p50_ms']:.1f} ms vs ONNX Runtime {ours['p50_ms']:.1f} ms "
                   f"(interleaved) -> {summary[f'model_speedup_vs_torch_{fusion}']}x faster")
+        if args.against and fusion == "ia":
+            pair = model_vs_model(fp32, args.against, faces, feats, repeats * 2)
+            rows.extend(pair)
+            summary["model_time_vs_against"] = round(pair[0]["p50_ms"] / pair[1]["p50_ms"], 2)
+            print(f"  ia model {pair[0]['p50_ms']:.1f} ms vs {args.against} {pair[1]['p50_ms']:.1f} ms (interleaved): "
+                  f"{summary['model_time_vs_against']}x its time")
         rows.extend(_batch_rows(fusion, faces, feats, work, repeats, args.quick))
     from mer.runtime.decode import decode_clip
 
