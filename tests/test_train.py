@@ -381,3 +381,35 @@ def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp
     result = invoke(cli.main, ["combine", str(tmp_path / "a.pt"), str(tmp_path / "other-trunk.pt"),
                                "--out", str(tmp_path / "f.pt")])
     assert result.exit_code == 1 and "another face trunk" in result.output and not (tmp_path / "f.pt").exists()
+
+
+def test_speech_ensemble_scores_each_run_and_their_mean_on_a_folds_test_actors(tmp_path, monkeypatch):
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train import cli
+    from mer.train.audio_cnn import AudioCNN
+    from mer.train.speech_views import SpeechViews
+
+    rng = np.random.default_rng(0)
+    speakers = np.array([f"ravdess:{a:02d}" for a in range(3, 25) for _ in range(4)])
+    n = len(speakers)
+    views = SpeechViews(rng.standard_normal((n, 2, 40, 157)).astype(np.float32), rng.integers(0, 8, n),
+                        np.array(["ravdess"] * n), speakers, ["x"] * n)
+    monkeypatch.setattr(cli, "_views", lambda: views)
+    test = np.flatnonzero(np.isin(speakers, [f"ravdess:{a:02d}" for a in range(3, 7)]))
+    logits = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        branch = AudioCNN(10, 8, "level", 1, 2).eval()
+        (tmp_path / f"s{seed}").mkdir()
+        torch.save({"state_dict": branch.state_dict(), "input_norm": "level", "n_mfcc": 10, "width": 1, "dilation": 2},
+                   tmp_path / f"s{seed}" / "audio-test03-06.pt")
+        with torch.no_grad():
+            logits.append(branch(torch.from_numpy(views.features(test, 0, 10))).numpy())
+    result = CliRunner().invoke(cli.main, ["speech-ensemble", str(tmp_path / "s0"), str(tmp_path / "s1")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    row = next(r for r in result.output.splitlines() if r.startswith("| test03-06"))
+    expected = [(lg.argmax(1) == views.labels[test]).mean() for lg in (*logits, (logits[0] + logits[1]) / 2)]
+    assert row == "| test03-06 | " + " | ".join(f"{100 * a:.1f}" for a in expected) + " |"
+    assert "test07-10" not in result.output  # in no run: left out, not scored

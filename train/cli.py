@@ -488,6 +488,42 @@ def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init
                             [r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results]))
 
 
+@main.command("speech-ensemble")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def speech_ensemble(runs: tuple[Path, ...]) -> None:
+    """Audio branches of several `speech --protocol ravdess-folds` runs (other seeds or recipes) on
+    each fold's test actors (clean views): each alone and their ensemble (logits averaged)."""
+    import torch
+
+    from .audio_cnn import AudioCNN
+    from .speech_views import fold_split
+    from .train_speech import logits_of
+
+    views = _views()
+    rows, accs = [], []
+    for fold in _folds("actors03-24", ()):
+        paths = [r / f"audio-{fold.name}.pt" for r in runs]
+        if not all(p.is_file() for p in paths):
+            continue
+        test = fold_split(views, fold, _corpora("ravdess")).test
+        logits = []
+        for path in paths:
+            blob = torch.load(path, map_location="cpu", weights_only=False)
+            branch = AudioCNN(blob["n_mfcc"], 8, *_branch_shape(blob))
+            branch.load_state_dict(blob["state_dict"])
+            logits.append(logits_of(branch, views.features(test, 0, blob["n_mfcc"])))
+        y = views.labels[test]
+        fold_accs = [float((lg.argmax(1) == y).mean()) for lg in logits + [np.mean(logits, axis=0)]]
+        accs.append(fold_accs)
+        rows.append(f"| {fold.name} | " + " | ".join(f"{100 * a:.1f}" for a in fold_accs) + " |")
+    if not rows:
+        raise click.ClickException(f"{', '.join(map(str, runs))}: no fold is in every run")
+    a = 100 * np.array(accs)
+    click.echo("\n".join([f"| fold | {' | '.join(str(r) for r in runs)} | ensemble |", "|---|" + "---|" * (len(runs) + 1),
+                          *rows, "| mean ± std | " + " | ".join(f"{m:.1f} ± {d:.1f}" for m, d in zip(a.mean(0), a.std(0)))
+                          + " |"]))
+
+
 @main.command("speech-report")
 @click.option("--loco", type=click.Path(path_type=Path), default=RUNS / "speech" / "loco", show_default=True)
 @click.option("--baseline", type=click.Path(path_type=Path), default=RUNS / "speech" / "ravdess-only" / "all.json",
