@@ -793,8 +793,9 @@ def combine(members: tuple[Path, ...], out: Path) -> None:
         model = combine_models([m for m, _, _ in loaded])
     except ValueError as exc:
         raise click.ClickException(f"{', '.join(map(str, members))}: {exc}") from None
-    trained_on = f"an ensemble of {len(members)} fusion heads on one face trunk, each trained alone: " + \
-        " | ".join(t for _, _, t in loaded)
+    lines = [t for _, _, t in loaded]
+    trained_on = f"an ensemble of {len(members)} fusion heads on one face trunk, each trained alone " + (
+        f"(its own seed) on: {lines[0]}" if len(set(lines)) == 1 else f"on: {' | '.join(lines)}")
     save_checkpoint(out, model, specs.pop(), trained_on, members=[str(m) for m in members])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {len(members)} heads, uncalibrated")
 
