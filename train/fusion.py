@@ -58,7 +58,8 @@ class MerModel(nn.Module):
         self.classifier_1 = nn.Sequential(nn.Linear(2 * E_DIM, num_classes))
         # An ensemble (members > 1): more fusion heads, each trained alone (another seed or recipe)
         # on the same frozen face trunk and joined by `combine`. The trunk is shared, not copied
-        # (torch.save stores a shared tensor once), so it runs once; the heads' logits are averaged.
+        # (torch.save stores a shared tensor once), so it runs once; the heads' logits are averaged,
+        # then calibrated once (this model's buffers; a head's own stay at 1 and 0, unused).
         if members < 1:
             raise ValueError(f"members must be >= 1, got {members}")
         single = {k: v for k, v in self._config.items() if k != "members"}
