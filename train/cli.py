@@ -771,8 +771,6 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
 def combine(members: tuple[Path, ...], out: Path) -> None:
     """One ensemble model of fusion checkpoints trained alone (`ship`, other seeds or recipes) on
     the same face trunk: the trunk runs once, the fusion heads' logits are averaged."""
-    from mer.runtime.spec import DEFAULT_SPEC
-
     from .checkpoint import load_checkpoint, save_checkpoint
     from .fusion import combine as combine_models
 
