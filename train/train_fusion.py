@@ -244,23 +244,25 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     test_last = {c: summarise(logits["last_test"]["labels"], logits["last_test"][c].argmax(1)) for c in CONDITIONS}
     _, audio, labels = sets["test"]
 
-    def stand_ins() -> dict:
-        """Test conditions that stand in for real footage's faces."""
-        out = {"audiovisual_face_disagrees": evaluate(model, test_disagrees, audio, labels, blank)["audiovisual"]}
-        if test_degraded is not None:
-            degraded = evaluate(model, test_degraded, audio, labels, blank)
-            out.update(audiovisual_faces_degraded=degraded["audiovisual"], video_only_faces_degraded=degraded["video_only"])
-        return out
+    stand_in_sets = {"disagrees": test_disagrees, **({"degraded": test_degraded} if test_degraded is not None else {})}
 
-    test_last.update(stand_ins())
+    def stand_ins() -> tuple[dict, dict]:
+        """Test conditions that stand in for real footage's faces: (accuracies, logits per set)."""
+        out = {name: {**condition_logits(model, v, audio, blank), "labels": labels} for name, v in stand_in_sets.items()}
+        scores = {"audiovisual_face_disagrees": summarise(labels, out["disagrees"]["audiovisual"].argmax(1))}
+        if "degraded" in out:
+            scores.update(audiovisual_faces_degraded=summarise(labels, out["degraded"]["audiovisual"].argmax(1)),
+                          video_only_faces_degraded=summarise(labels, out["degraded"]["video_only"].argmax(1)))
+        return scores, out
+
+    scores, stand_in_logits = stand_ins()
+    test_last.update(scores)
     # The stand-ins' logits too (last epoch), so an ensemble of runs can be scored on them (`report --ensemble`).
-    logits["last_test_disagrees"] = {**condition_logits(model, test_disagrees, audio, blank), "labels": labels}
-    if test_degraded is not None:
-        logits["last_test_degraded"] = {**condition_logits(model, test_degraded, audio, blank), "labels": labels}
+    logits.update({f"last_test_{name}": d for name, d in stand_in_logits.items()})
     model.load_state_dict(best["state"])
     logits.update({name: {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()})
     test = {c: summarise(logits["test"]["labels"], logits["test"][c].argmax(1)) for c in CONDITIONS}
-    test.update(stand_ins())
+    test.update(stand_ins()[0])
     return model, {"split": split.name, "fusion": recipe.fusion, "best_epoch": best["epoch"], "val": best["val"],
                    "test": test, "test_last_epoch": test_last, "history": history,
                    "recipe": dataclasses.asdict(recipe)}, logits
