@@ -125,7 +125,7 @@ def _cache_dir(model: Path) -> Path:
 
 
 def _provider_options(provider: str, path: Path) -> dict:
-    """GPU provider settings (unverified here: no GPU). TensorRT EP builds FP16 engines once and
+    """GPU provider settings (see the README's "What was verified where"). TensorRT EP builds FP16 engines once and
     caches them per user; CUDA EP searches conv algorithms once per shape."""
     if provider == "TensorrtExecutionProvider":
         cache = _cache_dir(path)

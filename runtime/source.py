@@ -477,8 +477,8 @@ class _Unseekable:
 
 
 # ---------------------------------------------------------------------------------------------
-# Live devices (written against OpenCV's and FFmpeg's documented APIs; no camera or microphone
-# exists on the development machines, so these two classes are unverified there)
+# Live devices, written against OpenCV's and FFmpeg's documented APIs (where each was verified:
+# the README's "What was verified where")
 class CameraSource:
     """A camera through OpenCV (V4L2 on Linux): frames timed by their arrival."""
 

@@ -413,3 +413,59 @@ def test_speech_ensemble_scores_each_run_and_their_mean_on_a_folds_test_actors(t
     expected = [(lg.argmax(1) == views.labels[test]).mean() for lg in (*logits, (logits[0] + logits[1]) / 2)]
     assert row == "| test03-06 | " + " | ".join(f"{100 * a:.1f}" for a in expected) + " |"
     assert "test07-10" not in result.output  # in no run: left out, not scored
+
+
+def test_speech_report_scores_an_ensemble_of_loco_runs_against_an_ensemble_of_baselines(tmp_path, monkeypatch):
+    import json
+
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train import cli
+    from mer.train.audio_cnn import AudioCNN
+    from mer.train.metrics import summarise
+    from mer.train.speech_views import SpeechViews
+
+    rng = np.random.default_rng(0)
+    corpus = np.array(["ravdess"] * 40 + ["tess"] * 30)
+    n = len(corpus)
+    views = SpeechViews(rng.standard_normal((n, 2, 40, 157)).astype(np.float32), rng.integers(0, 8, n), corpus,
+                        np.array([f"{c}:{i % 5}" for i, c in enumerate(corpus)]), ["x"] * n)
+    monkeypatch.setattr(cli, "_views", lambda: views)
+    tess = views.where("tess")
+
+    def branch(seed: int, path) -> np.ndarray:
+        torch.manual_seed(seed)
+        b = AudioCNN(10, 8, "level", 1, 2).eval()
+        path.parent.mkdir(exist_ok=True)
+        torch.save({"state_dict": b.state_dict(), "input_norm": "level", "n_mfcc": 10, "width": 1, "dilation": 2}, path)
+        with torch.no_grad():
+            return b(torch.from_numpy(views.features(tess, 0, 10))).numpy()
+
+    multi = [branch(s, tmp_path / f"loco{s}" / "audio-without-tess.pt") for s in (0, 1)]
+    base = [branch(s, tmp_path / f"base{s}" / "audio-all.pt") for s in (2, 3)]
+    for s in (0, 1):  # the result files the runs wrote: only their existence and the single-run figures are read
+        (tmp_path / f"loco{s}" / "without-tess.json").write_text(json.dumps(
+            {"last_epoch": {"test": {"accuracy": 0.5, "uar": 0.4, "n": 30}}}))
+        (tmp_path / f"base{s + 2}" / "all.json").write_text(json.dumps(
+            {"last_epoch": {"tess": {"accuracy": 0.25, "uar": 0.2, "n": 30}}}))
+    (tmp_path / "loco1" / "without-emodb.json").write_text("{}")  # held out in one run only: not in the table
+    invoke = CliRunner().invoke
+    args = ["speech-report", "--folds", str(tmp_path / "none")]
+    result = invoke(cli.main, args + ["--loco", str(tmp_path / "loco0"), "--baseline", str(tmp_path / "base2" / "all.json")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "| tess | 30 | 50.0 | 40.0 | 25.0 | 20.0 | +20.0 |" in result.output
+    result = invoke(cli.main, args + ["--loco", str(tmp_path / "loco0"), "--loco", str(tmp_path / "loco1"),
+                                      "--baseline", str(tmp_path / "base2" / "all.json"),
+                                      "--baseline", str(tmp_path / "base3" / "all.json")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    t = summarise(views.labels[tess], np.mean(multi, axis=0).argmax(1))
+    b = summarise(views.labels[tess], np.mean(base, axis=0).argmax(1))
+    row = (f"| tess | 30 | {100 * t['accuracy']:.1f} | {100 * t['uar']:.1f} | {100 * b['accuracy']:.1f} | "
+           f"{100 * b['uar']:.1f} | {100 * (t['uar'] - b['uar']):+.1f} |")
+    assert row in result.output and "emodb" not in result.output and "2 multi-corpus runs" in result.output
+    (tmp_path / "base3" / "audio-all.pt").unlink()
+    result = invoke(cli.main, args + ["--loco", str(tmp_path / "loco0"), "--loco", str(tmp_path / "loco1"),
+                                      "--baseline", str(tmp_path / "base2" / "all.json"),
+                                      "--baseline", str(tmp_path / "base3" / "all.json")])
+    assert result.exit_code == 1 and "no checkpoint to score the ensemble from" in result.output

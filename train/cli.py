@@ -493,11 +493,7 @@ def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init
 def speech_ensemble(runs: tuple[Path, ...]) -> None:
     """Audio branches of several `speech --protocol ravdess-folds` runs (other seeds or recipes) on
     each fold's test actors (clean views): each alone and their ensemble (logits averaged)."""
-    import torch
-
-    from .audio_cnn import AudioCNN
     from .speech_views import fold_split
-    from .train_speech import logits_of
 
     views = _views()
     rows, accs = [], []
@@ -506,12 +502,7 @@ def speech_ensemble(runs: tuple[Path, ...]) -> None:
         if not all(p.is_file() for p in paths):
             continue
         test = fold_split(views, fold, _corpora("ravdess")).test
-        logits = []
-        for path in paths:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
-            branch = AudioCNN(blob["n_mfcc"], 8, *_branch_shape(blob))
-            branch.load_state_dict(blob["state_dict"])
-            logits.append(logits_of(branch, views.features(test, 0, blob["n_mfcc"])))
+        logits = [_branch_logits(path, views, test) for path in paths]
         y = views.labels[test]
         fold_accs = [float((lg.argmax(1) == y).mean()) for lg in logits + [np.mean(logits, axis=0)]]
         accs.append(fold_accs)
@@ -524,22 +515,60 @@ def speech_ensemble(runs: tuple[Path, ...]) -> None:
                           + " |"]))
 
 
+def _branch_logits(path: Path, views, idx: np.ndarray) -> np.ndarray:
+    """Logits of a `mer-train speech` checkpoint on the clean views of `idx`."""
+    import torch
+
+    from .audio_cnn import AudioCNN
+    from .train_speech import logits_of
+
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    branch = AudioCNN(blob["n_mfcc"], 8, *_branch_shape(blob))
+    branch.load_state_dict(blob["state_dict"])
+    return logits_of(branch, views.features(idx, 0, blob["n_mfcc"]))
+
+
 @main.command("speech-report")
-@click.option("--loco", type=click.Path(path_type=Path), default=RUNS / "speech" / "loco", show_default=True)
-@click.option("--baseline", type=click.Path(path_type=Path), default=RUNS / "speech" / "ravdess-only" / "all.json",
-              show_default=True, help="`mer-train speech --protocol all --corpora ravdess` result.")
+@click.option("--loco", type=click.Path(path_type=Path), multiple=True, default=(RUNS / "speech" / "loco",),
+              show_default=True, help="`mer-train speech --protocol loco` output. Several (other seeds): their "
+              "ensemble, logits averaged, scored from the checkpoints.")
+@click.option("--baseline", type=click.Path(path_type=Path), multiple=True,
+              default=(RUNS / "speech" / "ravdess-only" / "all.json",), show_default=True,
+              help="`mer-train speech --protocol all --corpora ravdess` result. Several: their ensemble, as --loco.")
 @click.option("--folds", type=click.Path(path_type=Path), default=RUNS / "speech" / "folds", show_default=True)
-def speech_report(loco: Path, baseline: Path, folds: Path) -> None:
-    """Markdown tables: leave-one-corpus-out against the RAVDESS-only branch, and the RAVDESS folds."""
-    base = json.loads(baseline.read_text())["last_epoch"] if baseline.is_file() else {}
-    lines = ["| held-out corpus | n | multi-corpus: accuracy | UAR | RAVDESS-only: accuracy | UAR | UAR gain |",
-             "|---|---|---|---|---|---|---|"]
+def speech_report(loco: tuple[Path, ...], baseline: tuple[Path, ...], folds: Path) -> None:
+    """Markdown tables: leave-one-corpus-out against the RAVDESS-only branch, and the RAVDESS folds.
+
+    One run each: the figures its training wrote (last epoch). Several: an ensemble of the runs, each
+    held-out corpus scored by the mean logits of the runs' checkpoints (clean speech, as training scores)."""
+    from .metrics import summarise
+
+    helds = [{p.name.removeprefix("without-").removesuffix(".json") for p in d.glob("without-*.json")} for d in loco]
+    held_out = sorted(set.intersection(*helds))  # with several runs, only the corpora each one held out
+    views = _views() if len(loco) > 1 or len(baseline) > 1 else None
+
+    def scored(runs: list[Path], held: str) -> dict | None:
+        """Last-epoch test figures on `held` of runs' result files (name: theirs), None if any is missing."""
+        if not all(r.is_file() for r in runs):
+            return None
+        if len(runs) == 1:
+            result = json.loads(runs[0].read_text())["last_epoch"]
+            return result.get("test", result.get(held))  # loco: "test"; all: the held-out corpus by name
+        idx = views.where(held)
+        ckpts = [r.parent / f"audio-{r.stem}.pt" for r in runs]
+        missing = [str(c) for c in ckpts if not c.is_file()]
+        if missing:
+            raise click.ClickException(f"{', '.join(missing)}: no checkpoint to score the ensemble from")
+        return summarise(views.labels[idx], np.mean([_branch_logits(c, views, idx) for c in ckpts], axis=0).argmax(1))
+
+    lines = ([f"(ensembles: {len(loco)} multi-corpus runs, {len(baseline)} RAVDESS-only runs, logits averaged)\n"]
+             if views is not None else [])
+    lines += ["| held-out corpus | n | multi-corpus: accuracy | UAR | RAVDESS-only: accuracy | UAR | UAR gain |",
+              "|---|---|---|---|---|---|---|"]
     gains = []
-    for path in sorted(loco.glob("without-*.json")):
-        r = json.loads(path.read_text())
-        held = r["name"].removeprefix("without-")
-        t = r["last_epoch"]["test"]
-        b = base.get(held)
+    for held in held_out:
+        t = scored([d / f"without-{held}.json" for d in loco], held)
+        b = None if held == "ravdess" else scored(list(baseline), held)
         gain = f"{100 * (t['uar'] - b['uar']):+.1f}" if b else "–"
         gains += [t["uar"] - b["uar"]] if b else []
         lines.append(f"| {held} | {t['n']} | {100 * t['accuracy']:.1f} | {100 * t['uar']:.1f} | "
