@@ -469,3 +469,30 @@ def test_speech_report_scores_an_ensemble_of_loco_runs_against_an_ensemble_of_ba
                                       "--baseline", str(tmp_path / "base2" / "all.json"),
                                       "--baseline", str(tmp_path / "base3" / "all.json")])
     assert result.exit_code == 1 and "no checkpoint to score the ensemble from" in result.output
+
+
+def test_face_alone_scores_a_still_as_fifteen_copies_and_a_clip_through_the_whole_graph():
+    """eval-faces --model: the still shortcut (trunk once, features shown 15 times) gives what the
+    graph gives 15 copies; a photo as a moving H.264 clip is found in every frame by the runtime's
+    cropper; calm counts as neutral (a face alone cannot tell them apart)."""
+    import cv2
+    import torch
+
+    from mer.train.checkpoint import untrained
+    from mer.train.face_clips import face_alone_accuracy, face_alone_probs, face_label
+
+    model, spec, _ = untrained("ia", seed=3)
+    model.class_bias[2] = torch.linspace(-1, 1, 8)  # the face-alone condition's calibration is applied
+    face = read_face()
+    images = np.stack([face, np.ascontiguousarray(face[:, ::-1])])
+    probs, _ = face_alone_probs(model, images, as_clips=False)
+    copies = np.repeat(np.stack([cv2.resize(im, (224, 224), interpolation=cv2.INTER_LINEAR) for im in images])[:, None],
+                       spec.frames, 1)
+    with torch.no_grad():
+        graph = model.eval()(torch.from_numpy(copies), torch.zeros(2, *spec.mfcc_shape)).softmax(1).numpy()
+    np.testing.assert_allclose(probs, graph, atol=1e-5)
+    clip_probs, found = face_alone_probs(model, images[:1], as_clips=True)
+    assert found == spec.frames and clip_probs.shape == (1, 8) and np.isclose(clip_probs.sum(), 1, atol=1e-5)
+    assert face_label(np.array([[0.2, 0.3, 0.25, 0, 0, 0, 0, 0.25]])).tolist() == [0]  # calm + neutral 0.5 wins
+    row = face_alone_accuracy(model, images, face_label(probs), as_clips=False)
+    assert row == {"accuracy": 1.0, "n": 2}

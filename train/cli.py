@@ -124,25 +124,39 @@ def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, 
 
 @main.command("eval-faces")
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
-def eval_faces(trunk: Path) -> None:
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Score this fusion checkpoint given faces and no speech instead (calibrated, calm counted as neutral).")
+def eval_faces(trunk: Path, model: Path | None) -> None:
     """Face-trunk accuracy: FER+ test split (7 emotions, majority labels, contempt dropped), TFEID
     held-out performers (re-cropped by the runtime's face cropper), and the same performers as
-    moving, H.264-compressed 15-frame clips through the cropper (agreement across frames)."""
+    moving, H.264-compressed 15-frame clips through the cropper (agreement across frames).
+    With --model: a fusion's face-alone answer on the same three sets, the clips through its whole graph."""
     import torch
 
-    from .face_clips import clip_agreement
+    from .face_clips import clip_agreement, face_alone_accuracy
     from .face_data import load_ferplus, load_tfeid
     from .pretrain_faces import TFEID_TEST_PERFORMERS, FaceClassifier, _to_rgb112, evaluate
 
+    fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
+    test = fer.subset(fer.groups == "test")
+    tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
+    held = tfeid.subset(np.isin(tfeid.groups, TFEID_TEST_PERFORMERS))
+    if model is not None:
+        from .checkpoint import load_checkpoint
+
+        fusion, _, trained_on = load_checkpoint(model)
+        click.echo(json.dumps({
+            "ferplus_test": face_alone_accuracy(fusion, test.images, test.labels, as_clips=False),
+            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": face_alone_accuracy(fusion, held.images, held.labels,
+                                                                                      as_clips=False),
+            "tfeid_held_out_as_video_clips": face_alone_accuracy(fusion, held.images, held.labels, as_clips=True),
+            "model": str(model), "trained_on": trained_on}))
+        return
     blob = torch.load(trunk, map_location="cpu", weights_only=False)
     model = FaceClassifier()
     model.trunk.load_state_dict(blob["state_dict"])
     model.fc.load_state_dict(blob["fc"])
-    fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
-    test = fer.subset(fer.groups == "test")
     test = dataclasses.replace(test, images=_to_rgb112(test.images))
-    tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
-    held = tfeid.subset(np.isin(tfeid.groups, TFEID_TEST_PERFORMERS))
     rows = {"ferplus_test": evaluate(model, test, blob["size"]),
             f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(model, held, blob["size"]),
             "tfeid_held_out_as_video_clips": clip_agreement(model, held.images, held.labels, blob["size"]),

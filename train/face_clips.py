@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import torch
 
+from mer.runtime.contract import CONDITIONS
 from mer.runtime.faces import FaceCropper
 from mer.runtime.spec import DEFAULT_SPEC
 
@@ -55,27 +56,84 @@ def through_h264(frames: list[np.ndarray]) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
+def runtime_clips(images: np.ndarray, seed: int = 0):
+    """Per photo, the runtime's face crops (FaceCrops: uint8 (15, 224, 224, 3), `detected`) of it as a
+    moving, H.264-compressed clip."""
+    rng = np.random.default_rng(seed)
+    cropper = FaceCropper(DEFAULT_SPEC)
+    try:
+        for image in images:
+            yield cropper(through_h264(moving_frames(image, rng)))
+    finally:
+        cropper.close()
+
+
 @torch.no_grad()
 def clip_agreement(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, size: int, seed: int = 0) -> dict:
     """Per clip (one photo each): the share of its frames that agree with the clip's majority label,
     the majority's accuracy, per-frame accuracy, and how many frames the cropper found a face in."""
     model.eval()
-    rng = np.random.default_rng(seed)
-    cropper = FaceCropper(DEFAULT_SPEC)
     agree, clip_right, frame_right, found = [], [], [], 0
-    try:
-        for image, label in zip(images, labels):
-            crops = cropper(through_h264(moving_frames(image, rng)))
-            found += crops.detected
-            logits = model(resize(to_float_nchw(torch.from_numpy(crops.faces)), size))
-            logits[:, 1] = -1e9  # calm is never a face target
-            pred = logits.argmax(1).numpy()
-            majority = np.bincount(pred, minlength=8).argmax()
-            agree.append(float((pred == majority).mean()))
-            clip_right.append(majority == label)
-            frame_right.append(float((pred == label).mean()))
-    finally:
-        cropper.close()
+    for crops, label in zip(runtime_clips(images, seed), labels):
+        found += crops.detected
+        logits = model(resize(to_float_nchw(torch.from_numpy(crops.faces)), size))
+        logits[:, 1] = -1e9  # calm is never a face target
+        pred = logits.argmax(1).numpy()
+        majority = np.bincount(pred, minlength=8).argmax()
+        agree.append(float((pred == majority).mean()))
+        clip_right.append(majority == label)
+        frame_right.append(float((pred == label).mean()))
     return {"clips": int(len(labels)), "frame_agreement": float(np.mean(agree)),
             "clip_accuracy": float(np.mean(clip_right)), "frame_accuracy": float(np.mean(frame_right)),
             "faces_found": f"{found}/{len(labels) * DEFAULT_SPEC.frames}"}
+
+
+def _face_label(probs: torch.Tensor) -> np.ndarray:
+    """The face's label from a fusion's 8 probabilities, calm counted as neutral: a face alone
+    cannot tell them apart (calm speech is trained with neutral faces), and face sets have no calm."""
+    p = probs.clone()
+    p[:, 0] += p[:, 1]
+    p[:, 1] = 0
+    return p.argmax(1).numpy()
+
+
+@torch.no_grad()
+def face_alone_probs(model: torch.nn.Module, images: np.ndarray, as_clips: bool, seed: int = 0,
+                     batch: int = 64) -> tuple[np.ndarray, int]:
+    """(N, 8) probabilities of a fusion model given a face and no speech (what the runtime feeds
+    when a clip is silent), calibrated as shipped, and the frames the cropper found a face in.
+    `as_clips`: each photo as a moving H.264 clip through the runtime's cropper and the model's
+    whole graph; else the photo still, resized to the runtime's crop, its trunk features computed
+    once and shown for all 15 frames (the same answer as 15 copies through the graph, 15x cheaper)."""
+    model.eval()
+    frames, side = DEFAULT_SPEC.frames, model.image_size
+    silence = torch.zeros(1, model.config()["n_mfcc"], DEFAULT_SPEC.n_frames_audio)
+    probs, found = [], 0
+    if as_clips:
+        for crops in runtime_clips(images, seed):
+            found += crops.detected
+            probs.append(model(torch.from_numpy(crops.faces)[None], silence).softmax(1))
+    else:
+        face_only = torch.tensor([CONDITIONS.index("video_only")])
+        for s in range(0, len(images), batch):
+            still = np.stack([cv2.resize(np.repeat(im[:, :, None], 3, 2) if im.ndim == 2 else im, (side, side),
+                                         interpolation=cv2.INTER_LINEAR) for im in images[s:s + batch]])
+            feats = model.visual_model.forward_features(model.prepare_faces(torch.from_numpy(still)[:, None]))
+            logits = model.forward_features(feats.repeat_interleave(frames, 0), silence.expand(len(still), -1, -1))
+            probs.append(model.calibrated(logits, face_only.expand(len(still))).softmax(1))
+    return torch.cat(probs).numpy(), found
+
+
+def face_label(probs: np.ndarray) -> np.ndarray:
+    """The face's label from a fusion's 8 probabilities, calm counted as neutral: a face alone
+    cannot tell them apart (calm speech is trained with neutral faces), and face sets have no calm."""
+    p = probs.copy()
+    p[:, 0] += p[:, 1]
+    p[:, 1] = 0
+    return p.argmax(1)
+
+
+def face_alone_accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, as_clips: bool) -> dict:
+    probs, found = face_alone_probs(model, images, as_clips)
+    row = {"accuracy": float((face_label(probs) == labels).mean()), "n": int(len(labels))}
+    return row | ({"faces_found": f"{found}/{len(labels) * DEFAULT_SPEC.frames}"} if as_clips else {})

@@ -92,7 +92,10 @@ class MerModel(nn.Module):
 
     def forward(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         logits = self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
-        condition = self.condition(faces, mfcc)
+        return self.calibrated(logits, self.condition(faces, mfcc))
+
+    def calibrated(self, logits: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Logits of samples in modality `condition` (B,) -> calibrated logits (train/calibrate.py)."""
         return logits / self.temperature[condition][:, None] + self.class_bias[condition]
 
     @staticmethod
