@@ -88,15 +88,6 @@ def clip_agreement(model: torch.nn.Module, images: np.ndarray, labels: np.ndarra
             "faces_found": f"{found}/{len(labels) * DEFAULT_SPEC.frames}"}
 
 
-def _face_label(probs: torch.Tensor) -> np.ndarray:
-    """The face's label from a fusion's 8 probabilities, calm counted as neutral: a face alone
-    cannot tell them apart (calm speech is trained with neutral faces), and face sets have no calm."""
-    p = probs.clone()
-    p[:, 0] += p[:, 1]
-    p[:, 1] = 0
-    return p.argmax(1).numpy()
-
-
 @torch.no_grad()
 def face_alone_probs(model: torch.nn.Module, images: np.ndarray, as_clips: bool, seed: int = 0,
                      batch: int = 64) -> tuple[np.ndarray, int]:
@@ -134,6 +125,7 @@ def face_label(probs: np.ndarray) -> np.ndarray:
 
 
 def face_alone_accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, as_clips: bool) -> dict:
+    """`mer-train eval-faces --model`: accuracy of face_alone_probs's labels (calm counted as neutral)."""
     probs, found = face_alone_probs(model, images, as_clips)
     row = {"accuracy": float((face_label(probs) == labels).mean()), "n": int(len(labels))}
     return row | ({"faces_found": f"{found}/{len(labels) * DEFAULT_SPEC.frames}"} if as_clips else {})
