@@ -335,16 +335,20 @@ def test_an_ensembles_fold_runs_are_averaged_for_its_calibration_and_report(tmp_
     checkpoint = tmp_path / "ensemble.pt"
     save_checkpoint(checkpoint, model, spec, "test")
     invoke = CliRunner().invoke
+    env = {"MER_SHARED": str(tiny_ferplus(tmp_path / "shared"))}
     result = invoke(cli.main, ["calibrate", "--runs", str(runs[0]), "--runs", str(runs[1]),
-                               "--checkpoint", str(checkpoint)])
+                               "--checkpoint", str(checkpoint)], env=env)
     assert result.exit_code == 0, result.output + repr(result.exception)
     written = json.loads((runs[0] / "ia" / "calibration-ensemble2.json").read_text())[0]
     mean = np.concatenate([(logits["a", f]["last_test_audiovisual"] + logits["b", f]["last_test_audiovisual"]) / 2
                            for f in labels])
     y = np.concatenate([labels[f]["last_test"] for f in labels])
-    assert written["audiovisual"]["last_test"]["accuracy_before"] == pytest.approx(float((mean.argmax(1) == y).mean()))
-    assert float(load_checkpoint(checkpoint)[0].temperature[0]) == pytest.approx(written["audiovisual"]["temperature"],
-                                                                                  abs=1e-4)
+    assert written["audiovisual"]["last_test"]["accuracy"] == pytest.approx(float((mean.argmax(1) == y).mean()))
+    calibrated = load_checkpoint(checkpoint)[0]
+    assert calibrated.temperature.tolist() == pytest.approx([written[c]["temperature"] for c in
+                                                             ("audiovisual", "audio_only", "video_only")], abs=1e-4)
+    assert written["video_only"]["fitted_on"].startswith("FER+ valid stills (n 6)")
+    assert not calibrated.class_bias.any()
 
     result = invoke(cli.main, ["report", "--runs", str(tmp_path), "--ensemble", str(runs[0]), "--ensemble", str(runs[1])])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -356,8 +360,28 @@ def test_an_ensembles_fold_runs_are_averaged_for_its_calibration_and_report(tmp_
     np.savez(runs[1] / "ia" / "test07-10-logits.npz", **{**logits["b", "test07-10"],
                                                        "last_test_labels": (labels["test07-10"]["last_test"] + 1) % 8})
     result = invoke(cli.main, ["calibrate", "--runs", str(runs[0]), "--runs", str(runs[1]),
-                               "--checkpoint", str(checkpoint)])
+                               "--checkpoint", str(checkpoint)], env=env)
     assert result.exit_code == 1 and "not the same folds" in result.output
+    result = invoke(cli.main, ["calibrate", "--checkpoint", str(checkpoint)], env={"MER_SHARED": str(tmp_path / "none")})
+    assert result.exit_code == 1 and "ferplus.npz: not found" in result.output
+
+
+def tiny_ferplus(shared):
+    """A FER+-format file of six real faces (the test face, grey 48x48, and its mirror image, as
+    FER+ stores them) in each of the valid and test splits, each given a clear vote."""
+    import cv2
+
+    from mer.train.face_data import FERPLUS_TO_MER
+
+    grey = cv2.resize(cv2.cvtColor(read_face(), cv2.COLOR_RGB2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
+    images = np.stack([grey, grey[:, ::-1]] * 6)
+    classes = list(FERPLUS_TO_MER)
+    votes = np.zeros((12, len(classes)), np.int64)
+    votes[np.arange(12), np.arange(12) % 6] = 10   # neutral, happiness, surprise, sadness, anger, disgust
+    (shared / "data" / "faces").mkdir(parents=True)
+    np.savez(shared / "data" / "faces" / "ferplus.npz", images=images, votes=votes, vote_classes=np.array(classes),
+             split=np.array(["valid"] * 6 + ["test"] * 6))
+    return shared
 
 
 def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp_path):
@@ -473,26 +497,31 @@ def test_speech_report_scores_an_ensemble_of_loco_runs_against_an_ensemble_of_ba
 
 def test_face_alone_scores_a_still_as_fifteen_copies_and_a_clip_through_the_whole_graph():
     """eval-faces --model: the still shortcut (trunk once, features shown 15 times) gives what the
-    graph gives 15 copies; a photo as a moving H.264 clip is found in every frame by the runtime's
-    cropper; calm counts as neutral (a face alone cannot tell them apart)."""
+    graph gives 15 copies, calibrated or raw; a photo as a moving H.264 clip is found in every frame
+    by the runtime's cropper; calm counts as neutral (a face alone cannot tell them apart)."""
     import cv2
     import torch
 
+    from mer.train.calibrate import face_scores, softmax
     from mer.train.checkpoint import untrained
-    from mer.train.face_clips import face_alone_accuracy, face_alone_probs, face_label
+    from mer.train.face_clips import face_alone_logits, face_alone_scores
 
     model, spec, _ = untrained("ia", seed=3)
-    model.class_bias[2] = torch.linspace(-1, 1, 8)  # the face-alone condition's calibration is applied
+    model.temperature[2] = 0.5   # the face-alone condition's calibration is applied, the others' are not
+    model.temperature[0] = 3.0
     face = read_face()
     images = np.stack([face, np.ascontiguousarray(face[:, ::-1])])
-    probs, _ = face_alone_probs(model, images, as_clips=False)
+    logits, _ = face_alone_logits(model, images, as_clips=False)
+    raw, _ = face_alone_logits(model, images, as_clips=False, calibrated=False)
     copies = np.repeat(np.stack([cv2.resize(im, (224, 224), interpolation=cv2.INTER_LINEAR) for im in images])[:, None],
                        spec.frames, 1)
     with torch.no_grad():
-        graph = model.eval()(torch.from_numpy(copies), torch.zeros(2, *spec.mfcc_shape)).softmax(1).numpy()
-    np.testing.assert_allclose(probs, graph, atol=1e-5)
-    clip_probs, found = face_alone_probs(model, images[:1], as_clips=True)
-    assert found == spec.frames and clip_probs.shape == (1, 8) and np.isclose(clip_probs.sum(), 1, atol=1e-5)
-    assert face_label(np.array([[0.2, 0.3, 0.25, 0, 0, 0, 0, 0.25]])).tolist() == [0]  # calm + neutral 0.5 wins
-    row = face_alone_accuracy(model, images, face_label(probs), as_clips=False)
-    assert row == {"accuracy": 1.0, "n": 2}
+        graph = model.eval()(torch.from_numpy(copies), torch.zeros(2, *spec.mfcc_shape)).numpy()
+    np.testing.assert_allclose(logits, graph, atol=1e-4)
+    np.testing.assert_allclose(raw, graph * 0.5, atol=1e-4)
+    clip_logits, found = face_alone_logits(model, images[:1], as_clips=True)
+    assert found == spec.frames and clip_logits.shape == (1, 8)
+    assert face_scores(np.array([[0.2, 0.3, 0.25, 0, 0, 0, 0, 0.25]])).argmax(1).tolist() == [0]  # calm + neutral
+    labels = face_scores(softmax(logits)).argmax(1)
+    row = face_alone_scores(model, images, labels, as_clips=False)
+    assert row["accuracy"] == 1.0 and row["uar"] == 1.0 and row["n"] == 2 and 0 <= row["ece"] < 1

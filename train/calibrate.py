@@ -1,24 +1,25 @@
 """Confidence that means something: calibration per modality condition, and how to check it.
 
-Logits become logits / T + b before the softmax. The temperature T changes no label, only how sure
-the model says it is (Guo et al., ICML 2017). The per-class bias b re-weighs the classes: a model
-that, say, sees a face but no voice under-calls disgust and over-calls neutral has the wrong class
-priors in that condition, which no temperature can fix ("bias-corrected temperature scaling",
-Alexandari et al., ICML 2020). One (T, b) per condition (both modalities, voice only, face only),
-fitted by minimising the negative log-likelihood on validation folds and folded into the exported
-graph (MerModel.temperature, MerModel.class_bias), so every backend serves calibrated scores.
+Logits become logits / T before the softmax, one T per condition the runtime can feed (both
+modalities, voice only, face only). T changes no label, only how sure the model says it is (Guo et
+al., ICML 2017); it is fitted by minimising the negative log-likelihood and folded into the exported
+graph (MerModel.temperature), so every backend serves calibrated scores.
+
+Where each T is fitted: with speech present, on the RAVDESS folds' validation actors. The face
+alone, on FER+ *valid* faces in their natural mix with calm counted as neutral (face_scores): a
+face cannot tell calm from neutral, and RAVDESS's pairs, with twice as much calm as neutral, would
+teach the face-alone scores that prior. A per-class bias fitted on those pairs (v0.3 to v0.5) did
+exactly that: it cost held-out faces 1 to 3 points of accuracy (MODEL_CARD, *Confidence*). The
+graph keeps its slot (MerModel.class_bias), at zero.
 """
 from __future__ import annotations
 
 import numpy as np
 
-BINS = 15
+from mer.runtime.spec import LABELS
 
-# The conditions that get a class bias; the others get a temperature only. With speech present a
-# temperature alone meets ECE <= 0.05 on the validation folds (ia: 0.031 both, 0.043 speech), and a
-# bias there bought +0.7 point on the test actors while moving synthetic (eSpeak) voices' labels
-# under recording conditions (84 -> 79 % kept): not worth it. The face alone needs it (0.074).
-BIAS_CONDITIONS = ("video_only",)
+BINS = 15
+NEUTRAL, CALM = LABELS.index("neutral"), LABELS.index("calm")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -27,69 +28,48 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def nll(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
+def face_scores(probs: np.ndarray) -> np.ndarray:
+    """A face's 8 probabilities with calm counted as neutral (calm's column left at 0): how a face
+    alone is scored, since calm speech is trained with neutral faces and face sets have no calm."""
+    p = probs.copy()
+    p[:, NEUTRAL] += p[:, CALM]
+    p[:, CALM] = 0
+    return p
+
+
+def face_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels as a face is scored (face_scores): calm counted as neutral."""
+    return np.where(labels == CALM, NEUTRAL, labels)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, t: float, calm_as_neutral: bool = False) -> float:
+    """Mean negative log-likelihood of softmax(logits / t); `calm_as_neutral`: of face_scores."""
     z = logits / t
     z = z - z.max(1, keepdims=True)
-    return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(labels)), labels]))
+    log_norm = np.log(np.exp(z).sum(1))
+    if calm_as_neutral:
+        z = z.copy()
+        z[:, NEUTRAL] = np.logaddexp(z[:, NEUTRAL], z[:, CALM])
+    return float(np.mean(log_norm - z[np.arange(len(labels)), labels]))
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, calm_as_neutral: bool = False) -> float:
     """The T in [0.05, 20] minimising the NLL: a log-spaced grid, then golden-section refinement
     (the NLL is convex in 1/T, so the grid's best cell holds the minimum)."""
+    def f(t: float) -> float:
+        return nll(logits, labels, t, calm_as_neutral)
+
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 120))
-    k = int(np.argmin([nll(logits, labels, t) for t in grid]))
+    k = int(np.argmin([f(t) for t in grid]))
     lo, hi = np.log(grid[max(0, k - 1)]), np.log(grid[min(len(grid) - 1, k + 1)])
     g = (np.sqrt(5) - 1) / 2
     for _ in range(40):
         a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-        if nll(logits, labels, np.exp(a)) < nll(logits, labels, np.exp(b)):
+        if f(np.exp(a)) < f(np.exp(b)):
             hi = b
         else:
             lo = a
     return float(np.exp((lo + hi) / 2))
-
-
-def fit_temperature_and_bias(logits: np.ndarray, labels: np.ndarray, iters: int = 50) -> tuple[float, np.ndarray]:
-    """(T, b) minimising the class-balanced NLL of softmax(logits / T + b): Newton's method on
-    (1 / T, b), in which the NLL is convex (the logits are linear in them).
-
-    Class-balanced (each class weighs the same in the fit, whatever its count) so that b corrects
-    the model's own bias and does not learn the validation set's label frequencies: RAVDESS has half
-    as much neutral as anything else, and a plain fit bakes "neutral is rare" (-0.6) into every
-    user's scores. b is centred (a constant shift of every class changes nothing); a tiny ridge on b
-    pins that direction down for the solver."""
-    n, k = logits.shape
-    onehot = np.eye(k)[labels]
-    w = 1.0 / np.bincount(labels, minlength=k)[labels]
-    w = w / w.sum()
-    theta = np.r_[1.0 / fit_temperature(logits, labels), np.zeros(k)]  # start from the temperature alone
-    ridge = 1e-6
-
-    def loss(th: np.ndarray) -> float:
-        z = th[0] * logits + th[1:]
-        z = z - z.max(1, keepdims=True)
-        return float(w @ (np.log(np.exp(z).sum(1)) - (z * onehot).sum(1))) + ridge * float(th[1:] @ th[1:])
-
-    for _ in range(iters):
-        p = softmax(theta[0] * logits + theta[1:])
-        r = (p - onehot) * w[:, None]                        # d NLL / d z, per sample, weighted
-        grad = np.r_[(r * logits).sum(), r.sum(0)] + np.r_[0.0, 2 * ridge * theta[1:]]
-        pl = p * logits
-        hz_l = pl - p * pl.sum(1, keepdims=True)             # H_z @ logits, per sample (H_z = diag p - p p^T)
-        hess = np.empty((k + 1, k + 1))
-        hess[0, 0] = w @ (hz_l * logits).sum(1)
-        hess[0, 1:] = hess[1:, 0] = w @ hz_l
-        hess[1:, 1:] = np.diag(w @ p) - (p * w[:, None]).T @ p + 2 * ridge * np.eye(k)
-        step = np.linalg.solve(hess, grad)
-        size, before = 1.0, loss(theta)
-        while loss(theta - size * step) > before and size > 1e-4:  # damped: never a worse fit
-            size /= 2
-        theta = theta - size * step
-        if np.abs(size * step).max() < 1e-8:
-            break
-    if theta[0] <= 0:
-        raise ValueError("calibration: the fitted temperature is not positive (the logits anti-correlate with the labels)")
-    return float(1.0 / theta[0]), theta[1:] - theta[1:].mean()
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> list[dict]:

@@ -125,7 +125,8 @@ def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, 
 @main.command("eval-faces")
 @click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True)
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Score this fusion checkpoint given faces and no speech instead (calibrated, calm counted as neutral).")
+              help="Score this fusion checkpoint given faces and no speech instead (calibrated; accuracy, UAR, ECE; "
+              "calm counted as neutral).")
 def eval_faces(trunk: Path, model: Path | None) -> None:
     """Face-trunk accuracy: FER+ test split (7 emotions, majority labels, contempt dropped), TFEID
     held-out performers (re-cropped by the runtime's face cropper), and the same performers as
@@ -133,7 +134,7 @@ def eval_faces(trunk: Path, model: Path | None) -> None:
     With --model: a fusion's face-alone answer on the same three sets, the clips through its whole graph."""
     import torch
 
-    from .face_clips import clip_agreement, face_alone_accuracy
+    from .face_clips import clip_agreement, face_alone_scores
     from .face_data import load_ferplus, load_tfeid
     from .pretrain_faces import TFEID_TEST_PERFORMERS, FaceClassifier, _to_rgb112, evaluate
 
@@ -146,10 +147,10 @@ def eval_faces(trunk: Path, model: Path | None) -> None:
 
         fusion, _, trained_on = load_checkpoint(model)
         click.echo(json.dumps({
-            "ferplus_test": face_alone_accuracy(fusion, test.images, test.labels, as_clips=False),
-            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": face_alone_accuracy(fusion, held.images, held.labels,
+            "ferplus_test": face_alone_scores(fusion, test.images, test.labels, as_clips=False),
+            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": face_alone_scores(fusion, held.images, held.labels,
                                                                                       as_clips=False),
-            "tfeid_held_out_as_video_clips": face_alone_accuracy(fusion, held.images, held.labels, as_clips=True),
+            "tfeid_held_out_as_video_clips": face_alone_scores(fusion, held.images, held.labels, as_clips=True),
             "model": str(model), "trained_on": trained_on}))
         return
     blob = torch.load(trunk, map_location="cpu", weights_only=False)
@@ -626,6 +627,29 @@ def _fold_logits(runs: tuple[Path, ...], fusion: str) -> list[dict[str, np.ndarr
     return folds
 
 
+def _face_alone_temperature(model, fer_path: Path) -> tuple[float, dict]:
+    """The face-alone temperature, fitted on FER+ *valid* stills (the fusion's validation faces, in
+    their natural mix; calm counted as neutral: calibrate.py says why), and its row: ECE and
+    accuracy before and after on FER+ valid and on FER+ test (never fitted on)."""
+    from .calibrate import ece, face_scores, fit_temperature, softmax
+    from .face_clips import face_alone_logits
+    from .face_data import load_ferplus
+
+    if not fer_path.exists():
+        raise click.ClickException(f"{fer_path}: not found (the face alone is calibrated on FER+ valid; set MER_SHARED)")
+    fer = load_ferplus(fer_path)
+    sets = {g: fer.subset(fer.groups == g) for g in ("valid", "test")}
+    logits = {g: face_alone_logits(model, f.images, as_clips=False, calibrated=False)[0] for g, f in sets.items()}
+    t = fit_temperature(logits["valid"], sets["valid"].labels, calm_as_neutral=True)
+    row: dict = {"temperature": round(t, 4), "fitted_on": f"FER+ valid stills (n {len(sets['valid'].labels)}), "
+                                                        "calm counted as neutral"}
+    for g, f in sets.items():
+        before, after = face_scores(softmax(logits[g])), face_scores(softmax(logits[g] / t))
+        row[f"ferplus_{g}"] = {"ece_before": ece(before, f.labels), "ece_after": ece(after, f.labels),
+                               "accuracy": float((after.argmax(1) == f.labels).mean()), "n": int(len(f.labels))}
+    return t, row
+
+
 @main.command()
 @click.option("--fusion", type=click.Choice(["lt", "it", "ia"]), default="ia", show_default=True)
 @click.option("--runs", "runs_", type=click.Path(path_type=Path), multiple=True, default=(RUNS / "fusion",),
@@ -634,62 +658,81 @@ def _fold_logits(runs: tuple[Path, ...], fusion: str) -> list[dict[str, np.ndarr
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Checkpoint to write the temperatures into (default: the bundled train/checkpoints/<fusion>.pt).")
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Reliability diagram PNG to write.")
-def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, figure: Path | None) -> None:
-    """Fit a temperature per modality condition (and a per-class bias where calibrate.BIAS_CONDITIONS
-    says) on the folds' validation actors (last epoch, as shipped), report ECE and accuracy before and after on validation and test, and
-    fold them into the checkpoint."""
+@click.option("--face-alone-only", is_flag=True,
+              help="Refit the face alone's temperature only; speech keeps the checkpoint's (no fold logits needed).")
+def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, figure: Path | None,
+              face_alone_only: bool) -> None:
+    """Fit a temperature per modality condition and fold it into the checkpoint: with speech, on the
+    folds' validation actors (last epoch, as shipped); the face alone, on FER+ valid faces. Reports
+    ECE and accuracy before and after on validation and test."""
     import torch
 
-    from .calibrate import BIAS_CONDITIONS, ece, fit_temperature, fit_temperature_and_bias, plot_reliability, softmax
+    from .calibrate import ece, face_labels, face_scores, fit_temperature, plot_reliability, softmax
     from mer.runtime.contract import CONDITIONS
 
-    from .checkpoint import bundled_checkpoint
+    from .checkpoint import bundled_checkpoint, load_checkpoint
 
-    blobs = _fold_logits(runs_, fusion)
-    runs = runs_[0]
-
-    def pooled(part: str, key: str) -> np.ndarray:
-        return np.concatenate([b[f"{part}_{key}"] for b in blobs])
-
-    temps, biases, rows, curves = [], [], {}, {}
-    for c in CONDITIONS:
-        if c in BIAS_CONDITIONS:
-            t, bias = fit_temperature_and_bias(pooled("last_val", c), pooled("last_val", "labels"))
-        else:
-            t, bias = fit_temperature(pooled("last_val", c), pooled("last_val", "labels")), np.zeros(8)
-        temps.append(t)
-        biases.append(bias)
-        row = {"temperature": round(t, 4), "class_bias": [round(float(v), 4) for v in bias]}
-        for part in ("last_val", "last_test"):
-            logits, labels = pooled(part, c), pooled(part, "labels")
-            after = softmax(logits / t + bias)
-            row[part] = {"ece_before": ece(softmax(logits), labels), "ece_after": ece(after, labels),
-                         "accuracy_before": float((logits.argmax(1) == labels).mean()),
-                         "accuracy_after": float((after.argmax(1) == labels).mean()), "n": int(len(labels)),
-                         "per_fold_ece_after": [ece(softmax(b[f"{part}_{c}"] / t + bias), b[f"{part}_labels"])
-                                                for b in blobs]}
-        rows[c] = row
-        curves[c] = (softmax(pooled("last_test", c)), softmax(pooled("last_test", c) / t + bias),
-                     pooled("last_test", "labels"))
-        v, s = row["last_val"], row["last_test"]
-        click.echo(f"{c}: T = {t:.3f}, bias {np.round(bias, 2).tolist()}; ECE validation {v['ece_before']:.3f} -> "
-                   f"{v['ece_after']:.3f}, test {s['ece_before']:.3f} -> {s['ece_after']:.3f}; test accuracy "
-                   f"{s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f} (n = {s['n']})")
-    _write(runs / fusion / ("calibration.json" if len(runs_) == 1 else f"calibration-ensemble{len(runs_)}.json"),
-           [{"fusion": fusion, "runs": [str(r) for r in runs_], "folds": [b["name"] for b in blobs], **rows}])
-    if figure is not None:
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        plot_reliability(curves, figure, f"{fusion}: RAVDESS test actors of 5 folds (speech + held-out faces), "
-                                         f"before and after calibration fitted on validation actors")
-        click.echo(f"wrote {figure}")
     path = checkpoint or bundled_checkpoint(fusion)
     blob = torch.load(path, map_location="cpu", weights_only=False)
+    temps = blob["state_dict"].get("temperature", torch.ones(len(CONDITIONS))).tolist()
+    rows = dict(blob.get("calibration") or {})
+    face_t, rows["video_only"] = _face_alone_temperature(load_checkpoint(path)[0], data_dir() / "faces" / "ferplus.npz")
+    temps[CONDITIONS.index("video_only")] = face_t
+    click.echo(f"video_only: T = {face_t:.3f} ({rows['video_only']['fitted_on']}); ECE FER+ valid "
+               f"{rows['video_only']['ferplus_valid']['ece_before']:.3f} -> {rows['video_only']['ferplus_valid']['ece_after']:.3f}, "
+               f"FER+ test {rows['video_only']['ferplus_test']['ece_before']:.3f} -> "
+               f"{rows['video_only']['ferplus_test']['ece_after']:.3f}")
+    if not face_alone_only:
+        blobs = _fold_logits(runs_, fusion)
+
+        def pooled(part: str, key: str) -> np.ndarray:
+            return np.concatenate([b[f"{part}_{key}"] for b in blobs])
+
+        curves = {}
+        for i, c in enumerate(CONDITIONS):
+            t = face_t if c == "video_only" else fit_temperature(pooled("last_val", c), pooled("last_val", "labels"))
+            temps[i] = t
+            row = rows[c] if c == "video_only" else {"temperature": round(t, 4), "fitted_on": "the folds' validation actors"}
+            for part in ("last_val", "last_test"):
+                logits, labels = pooled(part, c), pooled(part, "labels")
+                row[part] = {"ece_before": ece(softmax(logits), labels), "ece_after": ece(softmax(logits / t), labels),
+                             "accuracy": float((logits.argmax(1) == labels).mean()), "n": int(len(labels)),
+                             "per_fold_ece_after": [ece(softmax(b[f"{part}_{c}"] / t), b[f"{part}_labels"])
+                                                    for b in blobs]}
+                if c == "video_only":  # the face alone as it is fitted and read: calm counted as neutral
+                    merged = face_labels(labels)
+                    row[part] |= {"ece_before_calm_as_neutral": ece(face_scores(softmax(logits)), merged),
+                                  "ece_after_calm_as_neutral": ece(face_scores(softmax(logits / t)), merged),
+                                  "accuracy_calm_as_neutral":
+                                      float((face_scores(softmax(logits / t)).argmax(1) == merged).mean())}
+            rows[c] = row
+            test, labels = pooled("last_test", c), pooled("last_test", "labels")
+            if c == "video_only":  # drawn as it is fitted and read
+                curves[f"{c} (calm counted as neutral)"] = (face_scores(softmax(test)), face_scores(softmax(test / t)),
+                                                            face_labels(labels))
+            else:
+                curves[c] = (softmax(test), softmax(test / t), labels)
+            v, s = row["last_val"], row["last_test"]
+            click.echo(f"{c}: T = {t:.3f}; ECE validation {v['ece_before']:.3f} -> {v['ece_after']:.3f}, test "
+                       f"{s['ece_before']:.3f} -> {s['ece_after']:.3f} (test accuracy {s['accuracy']:.3f}, n = {s['n']})")
+            if c == "video_only":
+                click.echo(f"video_only, calm counted as neutral: ECE validation {v['ece_before_calm_as_neutral']:.3f} -> "
+                           f"{v['ece_after_calm_as_neutral']:.3f}, test {s['ece_before_calm_as_neutral']:.3f} -> "
+                           f"{s['ece_after_calm_as_neutral']:.3f} (test accuracy {s['accuracy_calm_as_neutral']:.3f})")
+        runs = runs_[0]
+        _write(runs / fusion / ("calibration.json" if len(runs_) == 1 else f"calibration-ensemble{len(runs_)}.json"),
+               [{"fusion": fusion, "runs": [str(r) for r in runs_], "folds": [b["name"] for b in blobs], **rows}])
+        if figure is not None:
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            plot_reliability(curves, figure, f"{fusion}: RAVDESS test actors of 5 folds (speech + held-out faces), "
+                                             f"before and after calibration")
+            click.echo(f"wrote {figure}")
     blob["state_dict"]["temperature"] = torch.tensor(temps, dtype=torch.float32)
-    blob["state_dict"]["class_bias"] = torch.tensor(np.stack(biases), dtype=torch.float32)
+    blob["state_dict"]["class_bias"] = torch.zeros(len(CONDITIONS), 8)
     blob["calibration"] = rows
     torch.save(blob, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
-    click.echo(f"wrote temperatures {[round(t, 3) for t in temps]} and class biases into {path}")
+    click.echo(f"wrote temperatures {[round(t, 3) for t in temps]} into {path} (class biases 0)")
 
 
 def _without(confusion: list[list[int]], label: int) -> float:

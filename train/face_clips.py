@@ -16,6 +16,7 @@ from mer.runtime.faces import FaceCropper
 from mer.runtime.spec import DEFAULT_SPEC
 
 from .augment import resize, to_float_nchw
+from .calibrate import ece, face_scores, softmax
 
 WIDTH, HEIGHT, FPS, CRF = 640, 360, 15, 30  # a modest webcam stream, compressed as streams are
 
@@ -89,43 +90,41 @@ def clip_agreement(model: torch.nn.Module, images: np.ndarray, labels: np.ndarra
 
 
 @torch.no_grad()
-def face_alone_probs(model: torch.nn.Module, images: np.ndarray, as_clips: bool, seed: int = 0,
-                     batch: int = 64) -> tuple[np.ndarray, int]:
-    """(N, 8) probabilities of a fusion model given a face and no speech (what the runtime feeds
-    when a clip is silent), calibrated as shipped, and the frames the cropper found a face in.
+def face_alone_logits(model: torch.nn.Module, images: np.ndarray, as_clips: bool, calibrated: bool = True,
+                      seed: int = 0, batch: int = 64) -> tuple[np.ndarray, int]:
+    """(N, 8) logits of a fusion model given a face and no speech (what the runtime feeds when a
+    clip is silent), calibrated as shipped or raw, and the frames the cropper found a face in.
     `as_clips`: each photo as a moving H.264 clip through the runtime's cropper and the model's
     whole graph; else the photo still, resized to the runtime's crop, its trunk features computed
     once and shown for all 15 frames (the same answer as 15 copies through the graph, 15x cheaper)."""
     model.eval()
     frames, side = DEFAULT_SPEC.frames, model.image_size
     silence = torch.zeros(1, model.config()["n_mfcc"], DEFAULT_SPEC.n_frames_audio)
-    probs, found = [], 0
+    face_only = torch.tensor([CONDITIONS.index("video_only")])
+    logits, found = [], 0
     if as_clips:
         for crops in runtime_clips(images, seed):
             found += crops.detected
-            probs.append(model(torch.from_numpy(crops.faces)[None], silence).softmax(1))
+            logits.append(model.raw_logits(torch.from_numpy(crops.faces)[None], silence))
     else:
-        face_only = torch.tensor([CONDITIONS.index("video_only")])
         for s in range(0, len(images), batch):
             still = np.stack([cv2.resize(np.repeat(im[:, :, None], 3, 2) if im.ndim == 2 else im, (side, side),
                                          interpolation=cv2.INTER_LINEAR) for im in images[s:s + batch]])
             feats = model.visual_model.forward_features(model.prepare_faces(torch.from_numpy(still)[:, None]))
-            logits = model.forward_features(feats.repeat_interleave(frames, 0), silence.expand(len(still), -1, -1))
-            probs.append(model.calibrated(logits, face_only.expand(len(still))).softmax(1))
-    return torch.cat(probs).numpy(), found
+            logits.append(model.forward_features(feats.repeat_interleave(frames, 0), silence.expand(len(still), -1, -1)))
+    z = torch.cat(logits)
+    if calibrated:
+        z = model.calibrated(z, face_only.expand(len(z)))
+    return z.numpy(), found
 
 
-def face_label(probs: np.ndarray) -> np.ndarray:
-    """The face's label from a fusion's 8 probabilities, calm counted as neutral: a face alone
-    cannot tell them apart (calm speech is trained with neutral faces), and face sets have no calm."""
-    p = probs.copy()
-    p[:, 0] += p[:, 1]
-    p[:, 1] = 0
-    return p.argmax(1)
-
-
-def face_alone_accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, as_clips: bool) -> dict:
-    """`mer-train eval-faces --model`: accuracy of face_alone_probs's labels (calm counted as neutral)."""
-    probs, found = face_alone_probs(model, images, as_clips)
-    row = {"accuracy": float((face_label(probs) == labels).mean()), "n": int(len(labels))}
+def face_alone_scores(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, as_clips: bool) -> dict:
+    """`mer-train eval-faces --model`: accuracy, UAR and ECE of the face-alone answer as shipped,
+    calm counted as neutral (calibrate.face_scores)."""
+    z, found = face_alone_logits(model, images, as_clips)
+    probs = face_scores(softmax(z))
+    pred = probs.argmax(1)
+    row = {"accuracy": float((pred == labels).mean()),
+           "uar": float(np.mean([(pred[labels == c] == c).mean() for c in np.unique(labels)])),
+           "ece": ece(probs, labels), "n": int(len(labels))}
     return row | ({"faces_found": f"{found}/{len(labels) * DEFAULT_SPEC.frames}"} if as_clips else {})

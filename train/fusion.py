@@ -68,9 +68,9 @@ class MerModel(nn.Module):
             for name in TRUNK_MODULES:
                 setattr(head.visual_model, name, getattr(self.visual_model, name))
         # Calibration (train/calibrate.py), one per modality condition the runtime can feed (rows in
-        # contract.CONDITIONS order): logits / temperature + class_bias, fitted on validation folds.
-        # 1 and 0 = uncalibrated. The bias corrects a condition's class priors (the face alone
-        # under-calls disgust); the temperature, its over-confidence.
+        # contract.CONDITIONS order): logits / temperature + class_bias; 1 and 0 = uncalibrated.
+        # The temperatures are fitted (train/calibrate.py); the bias is a slot kept at 0 (a fitted
+        # one learnt the calibration set's label mix, not the faces: see calibrate.py).
         self.register_buffer("temperature", torch.ones(len(CONDITIONS)))
         self.register_buffer("class_bias", torch.zeros(len(CONDITIONS), num_classes))
 
@@ -91,8 +91,11 @@ class MerModel(nn.Module):
         return nn.functional.conv2d(x, self._face_kernel, stride=(f, f * c))
 
     def forward(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
-        logits = self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
-        return self.calibrated(logits, self.condition(faces, mfcc))
+        return self.calibrated(self.raw_logits(faces, mfcc), self.condition(faces, mfcc))
+
+    def raw_logits(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+        """The logits before calibration (what calibration is fitted on)."""
+        return self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
 
     def calibrated(self, logits: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Logits of samples in modality `condition` (B,) -> calibrated logits (train/calibrate.py)."""
