@@ -349,6 +349,14 @@ def test_an_ensembles_fold_runs_are_averaged_for_its_calibration_and_report(tmp_
                                                              ("audiovisual", "audio_only", "video_only")], abs=1e-4)
     assert written["video_only"]["fitted_on"].startswith("FER+ valid stills (n 6)")
     assert not calibrated.class_bias.any()
+    # --face-alone-only: the face alone refitted as above, speech keeps the checkpoint's temperatures.
+    with torch.no_grad():
+        calibrated.temperature.copy_(torch.tensor([2.0, 3.0, 9.0]))
+    save_checkpoint(checkpoint, calibrated, spec, "test")
+    result = invoke(cli.main, ["calibrate", "--face-alone-only", "--checkpoint", str(checkpoint)], env=env)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert load_checkpoint(checkpoint)[0].temperature.tolist() == pytest.approx(
+        [2.0, 3.0, written["video_only"]["temperature"]], abs=1e-4)
 
     result = invoke(cli.main, ["report", "--runs", str(tmp_path), "--ensemble", str(runs[0]), "--ensemble", str(runs[1])])
     assert result.exit_code == 0, result.output + repr(result.exception)
