@@ -55,7 +55,7 @@ def decode_clip(path: str | Path, spec: FeatureSpec) -> DecodedClip:
     video = frames if info.has_video and all(f is not None for f in frames) else None
     if info.has_video and video is None:
         warnings.append("video stream has no decodable frame: faces absent")
-    elif held:
+    elif held and not info.still:
         warnings.append(f"video ends before the window: last frame held for {held} of {spec.frames} samples")
     samples = None
     if info.has_audio:

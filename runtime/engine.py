@@ -253,13 +253,14 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, mfcc_of: WindowMfcc 
             warnings.append("no face found in any sampled frame: visual input absent")
         if max_faces > 1:
             warnings.append(f"up to {max_faces} faces in a frame: the largest was used (and followed)")
-        if entry.held and face_crops is not None:
+        if entry.held and face_crops is not None and not info.still:
             warnings.append(f"video ends before the window: last frame held for {entry.held} of {len(entry.frames)} samples")
     # Audio: measured coverage of this window, not the stream's mere existence.
     t0 = time.perf_counter()
     feats = None
     if not info.has_audio:
-        warnings.append("no audio stream: audio input absent")
+        if not info.still:  # its own warning says so
+            warnings.append("no audio stream: audio input absent")
     else:
         first = audio_start(w, spec)
         # Coverage of the part of the window inside the recording: a clip shorter than the window

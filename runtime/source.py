@@ -33,17 +33,20 @@ from .window import Window, audio_start, frame_step
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif"}
 # What a folder search counts as media (anything else under a folder is skipped and said).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-                  ".flv", ".wmv", ".3gp", ".ogv"} | AUDIO_SUFFIXES
+                  ".flv", ".wmv", ".3gp", ".ogv"} | AUDIO_SUFFIXES | IMAGE_SUFFIXES
 SKIPPABLE_CODECS = {"h264", "hevc"}
 # A single window seeks this far before its start: the keyframe at or before that point, and
 # audio packets stored a little after the video ones, still precede the window.
 SEEK_MARGIN_S = 0.5
 MAX_SIDE = 1280  # frames larger than this (4K, ...) are scaled down while converting to RGB
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://", "hls+http://")
-# Formats FFmpeg opens as "video" that are not clips: still images, and text shown as a picture.
-_NOT_CLIPS = {"image2": "a still image, not a clip", "_pipe": "a still image, not a clip",
-              "tty": "a text file, not media"}
+# Formats FFmpeg opens as "video" that are not media: text shown as a picture.
+_NOT_CLIPS = {"tty": "a text file, not media"}
+# A still image (a photo, a face set's picture) is a one-frame video: its frame is held for the
+# whole window, so the model gets the face alone, as a silent clip of a still face would give it.
+STILL_WARNING = "a still image: its one frame is the whole window (the face alone, no audio)"
 _OS_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
                errno.ENAMETOOLONG: "file name too long", errno.ELOOP: "too many levels of symbolic links",
                errno.ENOENT: "no such file", errno.ENOTDIR: "no such file (a parent is not a folder)"}
@@ -86,6 +89,7 @@ class MediaInfo:
     fps: float | None
     seekable: bool
     warnings: list[str] = field(default_factory=list)
+    still: bool = False     # a still image (see STILL_WARNING)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +303,11 @@ class MediaSource:
             and os.path.isfile(self.source)
         self.info = MediaInfo(self.name, _duration(c), self.vstream is not None, self.astream is not None,
                               float(rate) if rate else None, seekable)
-        if self.info.duration is None:
+        fmt_name = c.format.name
+        self.info.still = fmt_name == "image2" or fmt_name.endswith("_pipe")
+        if self.info.still:
+            self.info.warnings.append(STILL_WARNING)
+        elif self.info.duration is None:
             self.info.warnings.append("duration unknown: windows start at 0 s")
         self.origin = c.start_time / av.time_base if c.start_time else 0.0
         # A stream with no end in sight (a device, a network stream, a pipe of unknown length)

@@ -54,6 +54,26 @@ def test_predict_reuses_one_session_and_detector(recognizer, clip_factory):
     assert first.probabilities == pytest.approx(second.probabilities, abs=1e-6)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_still_photo_is_the_face_alone_for_the_whole_window(recognizer, face, tmp_path, suffix):
+    """A photo (a face set's picture) is read as a one-frame video held for the window: the face
+    alone, as 15 copies of its crop would give it, with one warning that says so."""
+    import cv2
+
+    from mer.runtime.faces import FaceCropper
+    from mer.runtime.source import STILL_WARNING
+
+    photo = tmp_path / f"face{suffix}"
+    cv2.imwrite(str(photo), np.ascontiguousarray(face[:, :, ::-1]))
+    result = recognizer.predict(photo)
+    assert result.faces_detected == 15 and not result.audio and result.warnings == [STILL_WARNING]
+    if suffix == ".png":  # lossless: the decoded frame is the photo, so the answer is the crop's
+        cropper = FaceCropper(recognizer.spec)
+        crops = cropper([face] * recognizer.spec.frames).faces
+        cropper.close()
+        assert result.probabilities == pytest.approx(recognizer.predict_arrays(faces=crops).probabilities, abs=1e-5)
+
+
 def test_bad_path_raises_input_error(recognizer, tmp_path):
     with pytest.raises(InputError, match="no such file"):
         recognizer.predict(tmp_path / "nope.mp4")

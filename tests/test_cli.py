@@ -73,6 +73,26 @@ def test_good_and_bad_inputs_in_one_call(exported, clip_factory, bad_inputs):
     assert rec["model"]["backend"] == "onnxruntime:CPUExecutionProvider" and rec["model"]["fusion"] == "ia"
 
 
+def test_a_folder_of_clips_and_photos_gives_a_record_for_each(exported, clip_factory, face, tmp_path):
+    """A face set's photos sit beside clips in a folder: each is recognised (a photo as the face
+    alone); what is not media is skipped and said."""
+    import shutil
+
+    import cv2
+
+    shutil.copy(clip_factory("good.mp4"), tmp_path / "talk.mp4")
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.ascontiguousarray(face[:, :, ::-1]))
+    (tmp_path / "readme.txt").write_text("not media\n")
+    proc = run_cli(tmp_path, "--json", "--model", exported("ia"))
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_stderr(proc)
+    out = records(proc)
+    assert sorted(out) == ["photo.jpg", "talk.mp4"]
+    assert out["photo.jpg"]["faces_detected"] == 15 and out["photo.jpg"]["audio"] is False
+    assert out["photo.jpg"]["warnings"] == ["a still image: its one frame is the whole window (the face alone, no audio)"]
+    assert out["talk.mp4"]["audio"] is True
+
+
 def test_error_reasons_are_specific(exported, bad_inputs):
     proc = run_cli(*bad_inputs.values(), "--model", exported("ia"))
     lines = dict(zip(bad_inputs, error_lines(proc)))

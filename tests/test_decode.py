@@ -153,17 +153,10 @@ def test_broken_float_samples_do_not_poison_the_features():
     assert np.isfinite(mfcc(clean[: SPEC.n_samples], SPEC)).all()
 
 
-@pytest.mark.parametrize("content, reason", [(b"hello, this is a text file\n" * 200, "text file"),
-                                             (None, "still image")])
-def test_things_ffmpeg_opens_that_are_not_clips(tmp_path, content, reason):
+def test_a_text_file_ffmpeg_opens_as_a_picture_is_not_media(tmp_path):
     from mer.runtime.errors import InputError
 
-    if content is None:
-        import cv2
-        path = tmp_path / "photo.jpg"
-        cv2.imwrite(str(path), np.full((64, 64, 3), 128, np.uint8))
-    else:
-        path = tmp_path / "notes.nfo"
-        path.write_bytes(content)
-    with pytest.raises(InputError, match=reason):
+    path = tmp_path / "notes.nfo"
+    path.write_bytes(b"hello, this is a text file\n" * 200)
+    with pytest.raises(InputError, match="text file"):
         decode_clip(path, SPEC)
