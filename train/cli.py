@@ -669,6 +669,7 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
 
     from .calibrate import ece, face_labels, face_scores, fit_temperature, plot_reliability, softmax
     from mer.runtime.contract import CONDITIONS
+    from mer.runtime.spec import LABELS
 
     from .checkpoint import bundled_checkpoint, load_checkpoint
 
@@ -676,12 +677,12 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
     blob = torch.load(path, map_location="cpu", weights_only=False)
     temps = blob["state_dict"].get("temperature", torch.ones(len(CONDITIONS))).tolist()
     rows = dict(blob.get("calibration") or {})
-    face_t, rows["video_only"] = _face_alone_temperature(load_checkpoint(path)[0], data_dir() / "faces" / "ferplus.npz")
+    face_t, face = _face_alone_temperature(load_checkpoint(path)[0], data_dir() / "faces" / "ferplus.npz")
+    rows["video_only"] = face
     temps[CONDITIONS.index("video_only")] = face_t
-    click.echo(f"video_only: T = {face_t:.3f} ({rows['video_only']['fitted_on']}); ECE FER+ valid "
-               f"{rows['video_only']['ferplus_valid']['ece_before']:.3f} -> {rows['video_only']['ferplus_valid']['ece_after']:.3f}, "
-               f"FER+ test {rows['video_only']['ferplus_test']['ece_before']:.3f} -> "
-               f"{rows['video_only']['ferplus_test']['ece_after']:.3f}")
+    click.echo(f"video_only: T = {face_t:.3f} ({face['fitted_on']}); ECE FER+ valid "
+               f"{face['ferplus_valid']['ece_before']:.3f} -> {face['ferplus_valid']['ece_after']:.3f}, "
+               f"FER+ test {face['ferplus_test']['ece_before']:.3f} -> {face['ferplus_test']['ece_after']:.3f}")
     if not face_alone_only:
         blobs = _fold_logits(runs_, fusion)
 
@@ -728,7 +729,7 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
                                              f"before and after calibration")
             click.echo(f"wrote {figure}")
     blob["state_dict"]["temperature"] = torch.tensor(temps, dtype=torch.float32)
-    blob["state_dict"]["class_bias"] = torch.zeros(len(CONDITIONS), 8)
+    blob["state_dict"]["class_bias"] = torch.zeros(len(CONDITIONS), len(LABELS))
     blob["calibration"] = rows
     torch.save(blob, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)

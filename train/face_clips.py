@@ -17,6 +17,7 @@ from mer.runtime.spec import DEFAULT_SPEC
 
 from .augment import resize, to_float_nchw
 from .calibrate import ece, face_scores, softmax
+from .metrics import summarise
 
 WIDTH, HEIGHT, FPS, CRF = 640, 360, 15, 30  # a modest webcam stream, compressed as streams are
 
@@ -123,8 +124,6 @@ def face_alone_scores(model: torch.nn.Module, images: np.ndarray, labels: np.nda
     calm counted as neutral (calibrate.face_scores)."""
     z, found = face_alone_logits(model, images, as_clips)
     probs = face_scores(softmax(z))
-    pred = probs.argmax(1)
-    row = {"accuracy": float((pred == labels).mean()),
-           "uar": float(np.mean([(pred[labels == c] == c).mean() for c in np.unique(labels)])),
-           "ece": ece(probs, labels), "n": int(len(labels))}
+    scores = summarise(labels, probs.argmax(1))
+    row = {"accuracy": scores["accuracy"], "uar": scores["uar"], "ece": ece(probs, labels), "n": scores["n"]}
     return row | ({"faces_found": f"{found}/{len(labels) * DEFAULT_SPEC.frames}"} if as_clips else {})
