@@ -94,6 +94,25 @@ def test_calibration_travels_inside_the_graph(real_inputs, tmp_path):
         assert np.abs((got - bias[k].numpy()) * t - raw).max() < 1e-3 * max(1.0, float(np.abs(raw).max()))
 
 
+def test_the_mirror_travels_inside_the_graph(real_inputs, tmp_path):
+    """A model set to mirror faces (`calibrate --mirror-faces`) does it in ONNX Runtime too: the graph
+    matches PyTorch, answers a clip and its mirrored clip alike, and its metadata says so."""
+    from mer.train.fusion import MerModel
+
+    bundled = _model("ia")
+    model = MerModel(**{k: v for k, v in bundled.config().items() if k != "mirror_faces"}, mirror_faces=True)
+    model.load_state_dict(bundled.state_dict())
+    path = export_onnx(model.eval(), DEFAULT_SPEC, tmp_path / "mirrored.onnx", "test")
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["mer.model_config"])["mirror_faces"] is True
+    faces, feats = real_inputs
+    assert max_abs_diff_vs_torch(model, path, faces, feats) < 1e-4
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got, flipped = (session.run(None, {"faces": np.ascontiguousarray(f), "mfcc": feats})[0]
+                    for f in (faces, faces[:, :, :, ::-1]))
+    assert np.abs(got - flipped).max() < 1e-3
+
+
 def test_mer_export_cli_writes_onnx_and_says_why_tensorrt_was_skipped(tmp_path, clip_factory):
     out = tmp_path / "exports"
     clip = clip_factory("check.mp4", seconds=4.0)

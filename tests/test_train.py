@@ -315,7 +315,8 @@ def test_an_ensembles_fold_runs_are_averaged_for_its_calibration_and_report(tmp_
     from click.testing import CliRunner
 
     from mer.train import cli
-    from mer.train.checkpoint import load_checkpoint, save_checkpoint, untrained
+    from mer.train.checkpoint import bundled_checkpoint, load_checkpoint, save_checkpoint
+    from mer.train.fusion import MerModel
 
     rng = np.random.default_rng(0)
     parts = ("last_val", "last_test")
@@ -331,7 +332,9 @@ def test_an_ensembles_fold_runs_are_averaged_for_its_calibration_and_report(tmp_
                     blob[f"{p}_{c}"] = rng.standard_normal((40, 8)).astype(np.float32) * 3
             np.savez(run / "ia" / f"{fold}-logits.npz", **blob)
             logits[run.name, fold] = blob
-    model, spec, _ = untrained("ia")
+    bundled, spec, _ = load_checkpoint(bundled_checkpoint("ia"))  # a trained trunk: it reads a face and its mirror apart
+    model = MerModel(**{k: v for k, v in bundled.config().items() if k != "mirror_faces"})  # starts unmirrored
+    model.load_state_dict(bundled.state_dict())
     checkpoint = tmp_path / "ensemble.pt"
     save_checkpoint(checkpoint, model, spec, "test")
     invoke = CliRunner().invoke
@@ -357,6 +360,20 @@ def test_an_ensembles_fold_runs_are_averaged_for_its_calibration_and_report(tmp_
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert load_checkpoint(checkpoint)[0].temperature.tolist() == pytest.approx(
         [2.0, 3.0, written["video_only"]["temperature"]], abs=1e-4)
+    # --mirror-faces: set in the checkpoint's config, and the face alone refitted with it on (these
+    # FER+ faces come in mirrored pairs, so mirrored, each pair gets one answer and another fit).
+    result = invoke(cli.main, ["calibrate", "--face-alone-only", "--mirror-faces", "--checkpoint", str(checkpoint)],
+                    env=env)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    blob = torch.load(checkpoint, weights_only=False)
+    assert blob["config"]["mirror_faces"] is True and blob["calibration"]["video_only"]["mirror_faces"] is True
+    assert load_checkpoint(checkpoint)[0].mirror_faces
+    assert blob["calibration"]["video_only"]["temperature"] != pytest.approx(written["video_only"]["temperature"])
+    result = invoke(cli.main, ["calibrate", "--face-alone-only", "--no-mirror-faces", "--checkpoint", str(checkpoint)],
+                    env=env)
+    assert result.exit_code == 0 and "mirror_faces" not in torch.load(checkpoint, weights_only=False)["config"]
+    assert load_checkpoint(checkpoint)[0].temperature[2].item() == pytest.approx(written["video_only"]["temperature"],
+                                                                                 abs=1e-4)
 
     result = invoke(cli.main, ["report", "--runs", str(tmp_path), "--ensemble", str(runs[0]), "--ensemble", str(runs[1])])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -533,3 +550,66 @@ def test_face_alone_scores_a_still_as_fifteen_copies_and_a_clip_through_the_whol
     labels = face_scores(softmax(logits)).argmax(1)
     row = face_alone_scores(model, images, labels, as_clips=False)
     assert row["accuracy"] == 1.0 and row["uar"] == 1.0 and row["n"] == 2 and 0 <= row["ece"] < 1
+
+
+def test_a_mirrored_model_reads_a_face_and_its_mirror_image_alike():
+    """mirror_faces: each frame's trunk features are the mean of the frame's and its mirror image's,
+    in one batch, so the model answers a clip and its mirrored clip alike (without it, it does not);
+    the still shortcut of eval-faces and calibrate goes through the same mirror."""
+    import cv2
+    import torch
+
+    from mer.train.checkpoint import bundled_checkpoint, load_checkpoint
+    from mer.train.face_clips import face_alone_logits
+    from mer.train.fusion import MerModel
+
+    bundled, spec, _ = load_checkpoint(bundled_checkpoint("ia"))  # a trained trunk: an untrained one reads no face
+    config = {k: v for k, v in bundled.config().items() if k != "mirror_faces"}
+    plain, mirrored = MerModel(**config), MerModel(**config, mirror_faces=True)
+    plain.load_state_dict(bundled.state_dict())
+    mirrored.load_state_dict(bundled.state_dict())
+    assert mirrored.config()["mirror_faces"] is True and "mirror_faces" not in plain.config()
+    face = cv2.resize(read_face(), (224, 224), interpolation=cv2.INTER_AREA)
+    clip = np.stack([np.roll(face, 4 * k, axis=1) for k in range(spec.frames)])[None]  # a face moving sideways
+    flipped = np.ascontiguousarray(clip[:, :, :, ::-1])
+    mfcc = torch.randn(1, *spec.mfcc_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = (mirrored.eval().raw_logits(torch.from_numpy(c), mfcc) for c in (clip, flipped))
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+        p, q = (plain.eval().raw_logits(torch.from_numpy(c), mfcc) for c in (clip, flipped))
+        assert (p - q).abs().max() > 1e-2   # the unmirrored trunk reads a mirrored face otherwise
+        x = mirrored.prepare_faces(torch.from_numpy(clip))
+        mean = (plain.visual_model.forward_features(x) + plain.visual_model.forward_features(x.flip(-1))) / 2
+        np.testing.assert_allclose(mirrored.frame_features(x).numpy(), mean.numpy(), atol=1e-4)
+    still = np.stack([read_face()])
+    np.testing.assert_allclose(face_alone_logits(mirrored, still, as_clips=False)[0],
+                               face_alone_logits(mirrored, np.ascontiguousarray(still[:, :, ::-1]), as_clips=False)[0],
+                               atol=1e-4)
+
+
+def test_mirror_features_draw_the_cached_views_again_and_mirror_them():
+    """`mer-train mirror-folds` scores a fold's own evaluation clips as a mirrored model sees them:
+    for the rows asked, the trunk's features of the mirror image of exactly the views `extract`
+    cached (the same augmentations drawn again), and nothing for the other rows."""
+    import cv2
+    import torch
+
+    from mer.train.checkpoint import bundled_checkpoint, load_checkpoint
+    from mer.train.face_data import FaceSet
+    from mer.train.face_features import _views, extract, mirror_features
+
+    trunk = load_checkpoint(bundled_checkpoint("ia"))[0].visual_model.eval()  # trained: it reads faces apart
+    face = cv2.resize(read_face(), (112, 112), interpolation=cv2.INTER_AREA)
+    images = np.stack([np.roll(face, 6 * k, axis=1) for k in range(5)])
+    faces = FaceSet(images, np.zeros((5, 8), np.float32), np.zeros(5, np.int64), np.array(["t"] * 5))
+    cached = extract(trunk, faces, 112, batch=2)
+    rows = np.array([1, 4])
+    mirror = mirror_features(trunk, faces, 112, rows, batch=2)
+    with torch.no_grad():
+        drawn = {(s + i, v): xv[i] for s, v, xv in _views(faces, 112, 4, 2, 0, video=False) for i in range(len(xv))}
+        for j, r in enumerate(rows):
+            for v in range(4):
+                view = drawn[r, v][None]
+                np.testing.assert_allclose(cached[r, v], trunk.forward_features(view)[0].numpy(), atol=2e-2)
+                np.testing.assert_allclose(mirror[j, v], trunk.forward_features(view.flip(-1))[0].numpy(), atol=2e-2)
+    assert np.abs(mirror.astype(np.float32) - cached[rows].astype(np.float32)).max() > 0.1  # a mirror, not a copy

@@ -34,11 +34,7 @@ def load_checkpoint(path: Path, fusion: str | None = None) -> tuple[MerModel, Fe
     if isinstance(blob, dict) and blob.get("format") == "mer/1":
         if fusion is not None and blob["config"]["fusion"] != fusion:
             raise ValueError(f"{path}: checkpoint holds a {blob['config']['fusion']!r} model, not {fusion!r}")
-        model = MerModel(**blob["config"])
-        missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
-        if unexpected or set(missing) - {"temperature", "class_bias"}:  # from before calibration (or its bias)
-            raise ValueError(f"{path}: checkpoint does not fit its own config (missing {missing}, unexpected {unexpected})")
-        return model, FeatureSpec.from_json(blob["spec"]), blob["trained_on"]
+        return model_of(blob, path), FeatureSpec.from_json(blob["spec"]), blob["trained_on"]
     if fusion is None:
         raise ValueError(f"{path}: a reference-format checkpoint needs --fusion")
     model = MerModel(fusion)
@@ -46,6 +42,15 @@ def load_checkpoint(path: Path, fusion: str | None = None) -> tuple[MerModel, Fe
     if len(missing) == len(model.state_dict()):
         raise ValueError(f"{path}: no tensor of this checkpoint fits a {fusion!r} model")
     return model, PAPER_SPEC, f"reference checkpoint {path.name} (RGB/BGR and crops may differ from mer's)"
+
+
+def model_of(blob: dict, path: Path) -> MerModel:
+    """The model of a loaded mer/1 checkpoint `blob` (read from `path`, named in errors)."""
+    model = MerModel(**blob["config"])
+    missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
+    if unexpected or set(missing) - {"temperature", "class_bias"}:  # from before calibration (or its bias)
+        raise ValueError(f"{path}: checkpoint does not fit its own config (missing {missing}, unexpected {unexpected})")
+    return model
 
 
 def untrained(fusion: str, seed: int = 0) -> tuple[MerModel, FeatureSpec, str]:

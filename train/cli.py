@@ -484,9 +484,9 @@ def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init
             continue
         audio_state = None if str(audio_init) == "none" else \
             _audio_state(audio_init / f"audio-{fold.name}.pt", recipe)
-        _, result, logits = train_fusion_fold(views, faces, pools, fold_split(views, fold, names), recipe, trunk_state, audio_state,
-                                              log=click.echo)
         done.parent.mkdir(parents=True, exist_ok=True)
+        _, result, logits = train_fusion_fold(views, faces, pools, fold_split(views, fold, names), recipe, trunk_state,
+                                              audio_state, log=click.echo, last_weights=out / fusion / f"{fold.name}-last.pt")
         np.savez(out / fusion / f"{fold.name}-logits.npz",
                  **{f"{part}_{key}": value for part, d in logits.items() for key, value in d.items()})
         _write(done, result)  # type: ignore[arg-type]
@@ -501,6 +501,92 @@ def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init
     if all("test_last_epoch" in r for r in results):
         click.echo(_summary(f"{fusion} audiovisual, last epoch",
                             [r["test_last_epoch"]["audiovisual"]["accuracy"] for r in results]))
+
+
+def _mirrored_evaluation_faces(trunk_path: Path, size: int, faces, pools):
+    """`faces` with the evaluation pools' views (FER+ valid, FER+ test, TFEID held-out performers)
+    replaced by what a model with `mirror_faces` sees: each view's features averaged with its mirror
+    image's. Only those images are passed through the trunk again (cached beside the features)."""
+    from .efficientface import EfficientFaceTemporal
+    from .face_data import load_ferplus, load_tfeid
+    from .face_features import mirror_features
+    from .pretrain_faces import _to_rgb112
+
+    rows = np.unique(np.concatenate([ix for pool in (pools.val, pools.test) for ix in pool.values()]))
+    path = RUNS / "cache" / f"face-features-{trunk_path.stat().st_mtime_ns}-{size}-mirror-eval.npz"
+    if path.exists() and np.array_equal(np.load(path)["rows"], rows):
+        mirror = np.load(path)["mirror"]
+    else:
+        trunk = EfficientFaceTemporal()
+        trunk.load_state_dict(_trunk_state(trunk_path), strict=False)
+        fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
+        sets = [dataclasses.replace(fer, images=_to_rgb112(fer.images)), load_tfeid(data_dir() / "faces" / "tfeid")]
+        parts, start = [], 0
+        for faces_set in sets:  # the order and seed the cache was built in (_face_features)
+            n = len(faces_set.labels)
+            mine = rows[(rows >= start) & (rows < start + n)]
+            parts.append(mirror_features(trunk, faces_set, size, mine - start))
+            start += n
+        mirror = np.concatenate(parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path.with_suffix(".tmp.npz"), rows=rows, mirror=mirror)
+        path.with_suffix(".tmp.npz").replace(path)
+    feats = faces.feats.copy()
+    feats[rows] = ((feats[rows].astype(np.float32) + mirror.astype(np.float32)) / 2).astype(np.float16)
+    return dataclasses.replace(faces, feats=feats, video=None)
+
+
+@main.command("mirror-folds")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True)
+@click.option("--runs", "run", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="A `mer-train fusion` output holding the folds' last-epoch weights (<fold>-last.pt).")
+@click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt", show_default=True,
+              help="The trunk the run was trained on.")
+def mirror_folds(fusion: str, run: Path, trunk: Path) -> None:
+    """Each fold's last-epoch model scored on its own validation and test clips without and with the
+    mirror (`calibrate --mirror-faces`). Writes RUN-mirror/<fusion>/<fold>-logits.npz, which
+    `calibrate --runs` and `report` read like any run's."""
+    import torch
+
+    from .fusion import MerModel
+    from .speech_views import fold_split
+    from .train_fusion import FusionRecipe, condition_logits, evaluation_sets, no_face_feature
+
+    weights = sorted((run / fusion).glob("test*-last.pt"))
+    if not weights:
+        raise click.ClickException(f"{run / fusion}: no fold weights (<fold>-last.pt; `mer-train fusion` keeps them)")
+    views, names, faces, pools, _ = _fusion_inputs("ravdess,tess,emodb,urdu,turev", trunk, FusionRecipe())
+    mirrored = _mirrored_evaluation_faces(trunk, FusionRecipe().face_size, faces, pools)
+    folds = {f.name: f for f in _folds("actors03-24", ())}
+    out, rows = run.parent / f"{run.name}-mirror" / fusion, {}
+    out.mkdir(parents=True, exist_ok=True)
+    for path in weights:
+        name = path.name.removesuffix("-last.pt")
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model = MerModel(**blob["config"])
+        model.load_state_dict(blob["state_dict"])
+        model.eval()
+        blank = no_face_feature(model)
+        split = fold_split(views, folds[name], names)
+        logits = {}
+        for label, face_feats in (("plain", faces), ("mirror", mirrored)):
+            sets, _, _ = evaluation_sets(views, face_feats, pools, split, model.config()["n_mfcc"], stand_ins=False)
+            logits[label] = {f"last_{part}": {**condition_logits(model, v, a, blank), "labels": y}
+                             for part, (v, a, y) in sets.items()}
+        kept = np.load(run / fusion / f"{name}-logits.npz")  # the same clips as the run scored: else, say so
+        if not np.allclose(kept["last_test_audiovisual"], logits["plain"]["last_test"]["audiovisual"], atol=1e-3):
+            raise click.ClickException(f"{path}: does not give its run's own test logits (another trunk or data?)")
+        np.savez(out / f"{name}-logits.npz", **{f"{part}_{key}": value for part, d in logits["mirror"].items()
+                                                for key, value in d.items()})
+        rows[name] = {label: {c: float((d["last_test"][c].argmax(1) == d["last_test"]["labels"]).mean())
+                              for c in ("audiovisual", "video_only")} for label, d in logits.items()}
+        click.echo(f"{name}: " + ", ".join(f"{c} {rows[name]['plain'][c]:.3f} -> {rows[name]['mirror'][c]:.3f}"
+                                           for c in ("audiovisual", "video_only")))
+    for c in ("audiovisual", "video_only"):
+        for label in ("plain", "mirror"):
+            click.echo(_summary(f"{fusion} {c}, last epoch, {label}", [r[label][c] for r in rows.values()]))
+    _write(out / "mirror-folds.json", [{"run": str(run), "trunk": str(trunk), "folds": rows}])
+    click.echo(f"wrote {out}")
 
 
 @main.command("speech-ensemble")
@@ -660,8 +746,12 @@ def _face_alone_temperature(model, fer_path: Path) -> tuple[float, dict]:
 @click.option("--figure", type=click.Path(path_type=Path), default=None, help="Reliability diagram PNG to write.")
 @click.option("--face-alone-only", is_flag=True,
               help="Refit the face alone's temperature only; speech keeps the checkpoint's (no fold logits needed).")
+@click.option("--mirror-faces/--no-mirror-faces", default=None,
+              help="Turn on (off) the test-time mirror: each face frame's features averaged with its mirror "
+                   "image's (twice the trunk's work). Set here, before the face-alone temperature is fitted on "
+                   "it. Default: as the checkpoint has it.")
 def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, figure: Path | None,
-              face_alone_only: bool) -> None:
+              face_alone_only: bool, mirror_faces: bool | None) -> None:
     """Fit a temperature per modality condition and fold it into the checkpoint: with speech, on the
     folds' validation actors (last epoch, as shipped); the face alone, on FER+ valid faces. Reports
     ECE and accuracy before and after on validation and test."""
@@ -671,13 +761,17 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
     from mer.runtime.contract import CONDITIONS
     from mer.runtime.spec import LABELS
 
-    from .checkpoint import bundled_checkpoint, load_checkpoint
+    from .checkpoint import bundled_checkpoint, model_of
 
     path = checkpoint or bundled_checkpoint(fusion)
     blob = torch.load(path, map_location="cpu", weights_only=False)
+    if mirror_faces is not None:
+        blob["config"].pop("mirror_faces", None)
+        blob["config"] |= {"mirror_faces": True} if mirror_faces else {}
     temps = blob["state_dict"].get("temperature", torch.ones(len(CONDITIONS))).tolist()
     rows = dict(blob.get("calibration") or {})
-    face_t, face = _face_alone_temperature(load_checkpoint(path)[0], data_dir() / "faces" / "ferplus.npz")
+    face_t, face = _face_alone_temperature(model_of(blob, path), data_dir() / "faces" / "ferplus.npz")
+    face["mirror_faces"] = bool(blob["config"].get("mirror_faces"))
     rows["video_only"] = face
     temps[CONDITIONS.index("video_only")] = face_t
     click.echo(f"video_only: T = {face_t:.3f} ({face['fitted_on']}); ECE FER+ valid "
@@ -693,7 +787,9 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
         for i, c in enumerate(CONDITIONS):
             t = face_t if c == "video_only" else fit_temperature(pooled("last_val", c), pooled("last_val", "labels"))
             temps[i] = t
-            row = rows[c] if c == "video_only" else {"temperature": round(t, 4), "fitted_on": "the folds' validation actors"}
+            row = rows[c] if c == "video_only" else {"temperature": round(t, 4), "fitted_on": "the folds' validation actors"
+                                                     + (" (their logits without the mirror: the runs' cached features)"
+                                                        if face["mirror_faces"] and c == "audiovisual" else "")}
             for part in ("last_val", "last_test"):
                 logits, labels = pooled(part, c), pooled(part, "labels")
                 row[part] = {"ece_before": ece(softmax(logits), labels), "ece_after": ece(softmax(logits / t), labels),

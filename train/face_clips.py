@@ -111,7 +111,7 @@ def face_alone_logits(model: torch.nn.Module, images: np.ndarray, as_clips: bool
         for s in range(0, len(images), batch):
             still = np.stack([cv2.resize(np.repeat(im[:, :, None], 3, 2) if im.ndim == 2 else im, (side, side),
                                          interpolation=cv2.INTER_LINEAR) for im in images[s:s + batch]])
-            feats = model.visual_model.forward_features(model.prepare_faces(torch.from_numpy(still)[:, None]))
+            feats = model.frame_features(model.prepare_faces(torch.from_numpy(still)[:, None]))
             logits.append(model.forward_features(feats.repeat_interleave(frames, 0), silence.expand(len(still), -1, -1)))
     z = torch.cat(logits)
     if calibrated:

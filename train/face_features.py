@@ -46,17 +46,11 @@ class FaceFeatures:
         return out
 
 
-@torch.no_grad()
-def extract(trunk: EfficientFaceTemporal, faces: FaceSet, size: int, views: int = VIEWS, batch: int = 128,
-            seed: int = 0, desc: str = "faces", video: bool = False) -> np.ndarray:
-    """(N, views, 1024) float16. View 0 is the plain image; the others are augmented. With `video`,
-    every view is augmented harder (pose, scale, colour or grey) and degraded as video degrades a
-    face (augment.degrade at p 1: blur or motion blur, a low-resolution source, JPEG, a covered
-    mouth, each on about half the views)."""
-    trunk.eval()
+def _views(faces: FaceSet, size: int, views: int, batch: int, seed: int, video: bool):
+    """Yield (first row, view, images) for each batch and view, augmented as `extract` says. One
+    seeded generator per call, so a second pass draws exactly the same views (`mirror_features`)."""
     gen = torch.Generator().manual_seed(seed)
-    out = np.zeros((len(faces.labels), views, trunk.conv5[0].out_channels), np.float16)
-    for s in tqdm(range(0, len(faces.labels), batch), desc=f"trunk features: {desc}", unit="batch", mininterval=30):
+    for s in range(0, len(faces.labels), batch):
         x = to_float_nchw(torch.from_numpy(faces.images[s:s + batch]))
         for v in range(views):
             if video:
@@ -65,7 +59,38 @@ def extract(trunk: EfficientFaceTemporal, faces: FaceSet, size: int, views: int 
             else:
                 xv = resize(x, size) if v == 0 else augment(x, size, gen, max_rot_deg=8, scale=(0.9, 1.1),
                                                              shift=0.05, jitter=0.2, grey_p=0.0)
-            out[s:s + batch, v] = trunk.forward_features(xv).numpy().astype(np.float16)
+            yield s, v, xv
+
+
+@torch.no_grad()
+def extract(trunk: EfficientFaceTemporal, faces: FaceSet, size: int, views: int = VIEWS, batch: int = 128,
+            seed: int = 0, desc: str = "faces", video: bool = False) -> np.ndarray:
+    """(N, views, 1024) float16. View 0 is the plain image; the others are augmented. With `video`,
+    every view is augmented harder (pose, scale, colour or grey) and degraded as video degrades a
+    face (augment.degrade at p 1: blur or motion blur, a low-resolution source, JPEG, a covered
+    mouth, each on about half the views)."""
+    trunk.eval()
+    out = np.zeros((len(faces.labels), views, trunk.conv5[0].out_channels), np.float16)
+    total = -(-len(faces.labels) // batch) * views
+    for s, v, xv in tqdm(_views(faces, size, views, batch, seed, video), total=total, desc=f"trunk features: {desc}",
+                         unit="view", mininterval=30):
+        out[s:s + len(xv), v] = trunk.forward_features(xv).numpy().astype(np.float16)
+    return out
+
+
+@torch.no_grad()
+def mirror_features(trunk: EfficientFaceTemporal, faces: FaceSet, size: int, rows: np.ndarray, views: int = VIEWS,
+                    batch: int = 128, seed: int = 0) -> np.ndarray:
+    """(len(rows), views, 1024) float16: the trunk's features of the *mirror image* of each view
+    `extract(..., seed=seed)` made of the images at `rows` (sorted): the same augmentations drawn
+    again, only those rows passed through the trunk. A model with `mirror_faces` sees the mean of a
+    view's features and these (train/fusion.py)."""
+    trunk.eval()
+    out = np.zeros((len(rows), views, trunk.conv5[0].out_channels), np.float16)
+    for s, v, xv in _views(faces, size, views, batch, seed, video=False):
+        lo, hi = np.searchsorted(rows, [s, s + len(xv)])
+        if hi > lo:
+            out[lo:hi, v] = trunk.forward_features(xv[rows[lo:hi] - s].flip(-1)).numpy().astype(np.float16)
     return out
 
 

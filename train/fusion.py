@@ -27,7 +27,8 @@ TRUNK_MODULES = ("conv1", "maxpool", "stage2", "stage3", "stage4", "local", "mod
 class MerModel(nn.Module):
     def __init__(self, fusion: str = "ia", n_mfcc: int = 10, num_classes: int = 8,
                  num_frames: int = 15, image_size: int = 224, face_size: int = 224, num_heads: int = 1,
-                 audio_norm: str = "none", audio_width: int = 1, audio_dilation: int = 1, members: int = 1):
+                 audio_norm: str = "none", audio_width: int = 1, audio_dilation: int = 1, members: int = 1,
+                 mirror_faces: bool = False):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -39,6 +40,9 @@ class MerModel(nn.Module):
                         "audio_norm": audio_norm, "audio_width": audio_width, "audio_dilation": audio_dilation}
         if members != 1:  # absent from a single model's config, so its exports and checkpoints read as before
             self._config["members"] = members
+        if mirror_faces:  # likewise absent when off
+            self._config["mirror_faces"] = True
+        self.mirror_faces = mirror_faces
         self.fusion = fusion
         self.num_frames = num_frames
         self.image_size = image_size
@@ -62,7 +66,7 @@ class MerModel(nn.Module):
         # then calibrated once (this model's buffers; a head's own stay at 1 and 0, unused).
         if members < 1:
             raise ValueError(f"members must be >= 1, got {members}")
-        single = {k: v for k, v in self._config.items() if k != "members"}
+        single = {k: v for k, v in self._config.items() if k not in ("members", "mirror_faces")}
         self.heads = nn.ModuleList(MerModel(**single) for _ in range(members - 1))
         for head in self.heads:
             for name in TRUNK_MODULES:
@@ -95,7 +99,22 @@ class MerModel(nn.Module):
 
     def raw_logits(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         """The logits before calibration (what calibration is fitted on)."""
-        return self.forward_features(self.visual_model.forward_features(self.prepare_faces(faces)), mfcc)
+        return self.forward_features(self.frame_features(self.prepare_faces(faces)), mfcc)
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features (N, 1024) of prepared face frames (N, 3, S, S).
+
+        With `mirror_faces`, each frame's features are the mean of the frame's and its mirror
+        image's (test-time flip): an expression is symmetric, a face's lighting, pose and crop are
+        not, so the mean keeps the first and halves what the trunk reads into the others. Measured on
+        held-out faces in MODEL_CARD.md; it doubles the trunk's work. Training (cached features) never
+        sees it, which is why it is set on a finished model (`mer-train calibrate --mirror-faces`).
+        Frame and mirror are interleaved in one batch (a reshape, not a split: the batch stays dynamic).
+        """
+        if not self.mirror_faces:
+            return self.visual_model.forward_features(x)
+        pairs = self.visual_model.forward_features(torch.stack((x, x.flip(-1)), 1).flatten(0, 1))
+        return pairs.unflatten(0, (-1, 2)).mean(1)
 
     def calibrated(self, logits: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Logits of samples in modality `condition` (B,) -> calibrated logits (train/calibrate.py)."""

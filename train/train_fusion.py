@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ def no_face_feature(model: MerModel) -> torch.Tensor:
     """The trunk's feature of an all-zero face: the runtime's input when no face is found."""
     model.visual_model.eval()
     zeros = torch.zeros(1, 15, model.image_size, model.image_size, 3, dtype=torch.uint8)
-    return model.visual_model.forward_features(model.prepare_faces(zeros))[:1]
+    return model.frame_features(model.prepare_faces(zeros))[:1]
 
 
 @torch.no_grad()
@@ -159,10 +160,34 @@ def param_groups(model: MerModel, recipe: FusionRecipe) -> list[dict]:
     return groups
 
 
+def evaluation_sets(views: SpeechViews, faces: FaceFeatures, pools: FacePools, split: SpeechSplit, n_mfcc: int,
+                    stand_ins: bool = True) -> tuple[dict, torch.Tensor | None, torch.Tensor | None]:
+    """A fold's evaluation clips: {"val"|"test": (face features (B * 15, 1024), clean MFCC, labels)},
+    and the test stand-ins (a face of another emotion on 30 %; every frame degraded as video degrades
+    a face; None without `stand_ins` or video views). The pairings come from a fixed seed, so every
+    epoch, run and seed of a fold sees the same clips, and other features of the same images (a
+    mirrored model's: `mer-train mirror-folds`) give the same clips seen otherwise."""
+    eval_rng = np.random.default_rng(1234)
+    sets = {}
+    for name, idx, pool in (("val", split.val, pools.val), ("test", split.test, pools.test)):
+        labels = views.labels[idx]
+        sets[name] = (video_batch(faces, pair_faces(labels, pool, eval_rng), eval_rng),
+                      views.features(idx, 0, n_mfcc), labels)
+    if not stand_ins:
+        return sets, None, None
+    test_disagrees = video_batch(faces, pair_faces(mismatch(sets["test"][2], EVAL_MISMATCH, eval_rng), pools.test,
+                                                   eval_rng), eval_rng)
+    test_degraded = None if faces.video is None else \
+        video_batch(faces, pair_faces(sets["test"][2], pools.test, eval_rng), eval_rng, video=1.0)
+    return sets, test_disagrees, test_degraded
+
+
 def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools, split: SpeechSplit,
                       recipe: FusionRecipe, trunk_state: dict, audio_state: dict | None, log=print,
-                      keep_last: bool = False) -> tuple[MerModel, dict, dict]:
+                      keep_last: bool = False, last_weights: Path | None = None) -> tuple[MerModel, dict, dict]:
     """Train on split.train, keep the best epoch on split.val (or the last one), score split.test.
+    `last_weights`: also save the last epoch's weights there (the shipped recipe's model of this fold),
+    so inference variants can be scored on the fold later without training it again.
 
     Returns (model, result, logits): logits[set][condition] on val and test, with their labels, of
     the kept epoch ("val", "test") and of the last ("last_val", "last_test"; what calibration uses)."""
@@ -170,17 +195,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     rng = np.random.default_rng(recipe.seed)
     model = build_model(recipe, trunk_state, audio_state)
     blank = no_face_feature(model)
-    eval_rng = np.random.default_rng(1234)  # fixed pairings: every epoch and run sees the same eval set
-    sets = {}
-    for name, idx, pool in (("val", split.val, pools.val), ("test", split.test, pools.test)):
-        labels = views.labels[idx]
-        sets[name] = (video_batch(faces, pair_faces(labels, pool, eval_rng), eval_rng),
-                      views.features(idx, 0, recipe.n_mfcc), labels)
-    test_disagrees = video_batch(faces, pair_faces(mismatch(sets["test"][2], EVAL_MISMATCH, eval_rng), pools.test,
-                                                   eval_rng), eval_rng)
-    # The same test pairs, every frame degraded as video degrades a face: faces that are harder to read.
-    test_degraded = None if faces.video is None else \
-        video_batch(faces, pair_faces(sets["test"][2], pools.test, eval_rng), eval_rng, video=1.0)
+    sets, test_disagrees, test_degraded = evaluation_sets(views, faces, pools, split, recipe.n_mfcc)
     opt = torch.optim.AdamW(param_groups(model, recipe), weight_decay=recipe.weight_decay)
     steps = recipe.epochs * int(np.ceil(recipe.draws / recipe.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=steps,
@@ -240,6 +255,8 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
             best = {"epoch": epoch, "val": val, "state": {k: v.clone() for k, v in model.state_dict().items()}}
     # The last epoch too: a fixed epoch count with no selection is how the shipped model is made,
     # so its logits are what calibration is fitted on.
+    if last_weights is not None:
+        torch.save({"config": model.config(), "state_dict": model.state_dict()}, last_weights)
     logits = {f"last_{name}": {**condition_logits(model, v, a, blank), "labels": y} for name, (v, a, y) in sets.items()}
     test_last = {c: summarise(logits["last_test"]["labels"], logits["last_test"][c].argmax(1)) for c in CONDITIONS}
     _, audio, labels = sets["test"]
