@@ -151,7 +151,7 @@ def eval_faces(trunk: Path, model: Path | None) -> None:
             f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": face_alone_scores(fusion, held.images, held.labels,
                                                                                       as_clips=False),
             "tfeid_held_out_as_video_clips": face_alone_scores(fusion, held.images, held.labels, as_clips=True),
-            "model": str(model), "trained_on": trained_on}))
+            "model": str(model), "mirror_faces": fusion.mirror_faces, "trained_on": trained_on}))
         return
     blob = torch.load(trunk, map_location="cpu", weights_only=False)
     model = FaceClassifier()
@@ -504,9 +504,9 @@ def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init
 
 
 def _mirrored_evaluation_faces(trunk_path: Path, size: int, faces, pools):
-    """`faces` with the evaluation pools' views (FER+ valid, FER+ test, TFEID held-out performers)
-    replaced by what a model with `mirror_faces` sees: each view's features averaged with its mirror
-    image's. Only those images are passed through the trunk again (cached beside the features)."""
+    """`faces` as a model with `mirror_faces` sees the evaluation pools' images (FER+ valid, FER+
+    test, TFEID held-out performers): each view's mirror image too, for every other frame of a clip.
+    Only those images are passed through the trunk again (cached beside the features)."""
     from .efficientface import EfficientFaceTemporal
     from .face_data import load_ferplus, load_tfeid
     from .face_features import mirror_features
@@ -531,9 +531,9 @@ def _mirrored_evaluation_faces(trunk_path: Path, size: int, faces, pools):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path.with_suffix(".tmp.npz"), rows=rows, mirror=mirror)
         path.with_suffix(".tmp.npz").replace(path)
-    feats = faces.feats.copy()
-    feats[rows] = ((feats[rows].astype(np.float32) + mirror.astype(np.float32)) / 2).astype(np.float16)
-    return dataclasses.replace(faces, feats=feats, video=None)
+    mirrors = np.zeros_like(faces.feats)  # zeros elsewhere: training images are never drawn here
+    mirrors[rows] = mirror
+    return dataclasses.replace(faces, mirror=mirrors, video=None)
 
 
 @main.command("mirror-folds")

@@ -27,6 +27,7 @@ class FaceFeatures:
     labels: np.ndarray   # int64 (N,) mer label of each image
     source: np.ndarray   # str (N,): "ferplus:train", "tfeid:07", ...
     video: np.ndarray | None = None  # float16 (N, VIEWS, 1024): the same images as video degrades them, or None
+    mirror: np.ndarray | None = None  # float16 (N, VIEWS, 1024): each view's mirror image (mirror_features), or None
 
     def by_label(self, mask: np.ndarray) -> dict[int, np.ndarray]:
         """Image indices per label among `mask`; calm (1) borrows neutral (0) faces."""
@@ -40,6 +41,8 @@ class FaceFeatures:
         occluded: frames of a real clip differ from one another, and some are hard to read)."""
         views = rng.integers(0, self.feats.shape[1], size=frames)
         out = self.feats[i, views].astype(np.float32)
+        if self.mirror is not None:  # as a model with mirror_faces reads a clip: frames 1, 3, ... mirrored
+            out[1::2] = self.mirror[i, views[1::2]]
         if video > 0:  # only here: the clean path draws exactly what it always drew
             hit = rng.random(frames) < video
             out[hit] = self.video[i, views[hit]]
@@ -83,8 +86,8 @@ def mirror_features(trunk: EfficientFaceTemporal, faces: FaceSet, size: int, row
                     batch: int = 128, seed: int = 0) -> np.ndarray:
     """(len(rows), views, 1024) float16: the trunk's features of the *mirror image* of each view
     `extract(..., seed=seed)` made of the images at `rows` (sorted): the same augmentations drawn
-    again, only those rows passed through the trunk. A model with `mirror_faces` sees the mean of a
-    view's features and these (train/fusion.py)."""
+    again, only those rows passed through the trunk. A model with `mirror_faces` reads every other
+    frame of a clip so (train/fusion.py; FaceFeatures.clip)."""
     trunk.eval()
     out = np.zeros((len(rows), views, trunk.conv5[0].out_channels), np.float16)
     for s, v, xv in _views(faces, size, views, batch, seed, video=False):

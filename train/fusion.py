@@ -48,6 +48,7 @@ class MerModel(nn.Module):
         self.image_size = image_size
         self.face_size = face_size
         self.register_buffer("_face_kernel", _face_kernel(image_size // face_size), persistent=False)
+        self.register_buffer("_mirrored_frames", torch.arange(num_frames) % 2 == 1, persistent=False)
         self.audio_model = AudioCNN(n_mfcc, num_classes, audio_norm, audio_width, audio_dilation)
         self.visual_model = EfficientFaceTemporal(num_classes, num_frames)
         if fusion == "lt":
@@ -102,19 +103,27 @@ class MerModel(nn.Module):
         return self.forward_features(self.frame_features(self.prepare_faces(faces)), mfcc)
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Trunk features (N, 1024) of prepared face frames (N, 3, S, S).
+        """Trunk features (B * T, 1024) of prepared face frames (B * T, 3, S, S).
 
-        With `mirror_faces`, each frame's features are the mean of the frame's and its mirror
-        image's (test-time flip): an expression is symmetric, a face's lighting, pose and crop are
-        not, so the mean keeps the first and halves what the trunk reads into the others. Measured on
-        held-out faces in MODEL_CARD.md; it doubles the trunk's work. Training (cached features) never
-        sees it, which is why it is set on a finished model (`mer-train calibrate --mirror-faces`).
-        Frame and mirror are interleaved in one batch (a reshape, not a split: the batch stays dynamic).
+        With `mirror_faces`, every other frame of a clip (t = 1, 3, ...) is read as its mirror image
+        (test-time flip, at no cost): an expression is symmetric, a face's lighting, pose and crop
+        are not, and the temporal head, which averages over the clip, then hears both readings.
+        Measured on held-out faces in MODEL_CARD.md. Training (cached features) never sees it, so it
+        is set on a finished model (`mer-train calibrate --mirror-faces`).
         """
-        if not self.mirror_faces:
-            return self.visual_model.forward_features(x)
-        pairs = self.visual_model.forward_features(torch.stack((x, x.flip(-1)), 1).flatten(0, 1))
-        return pairs.unflatten(0, (-1, 2)).mean(1)
+        if self.mirror_faces:
+            clips = x.unflatten(0, (-1, self.num_frames))
+            x = torch.where(self._mirrored_frames.view(1, -1, 1, 1, 1), clips.flip(-1), clips).flatten(0, 1)
+        return self.visual_model.forward_features(x)
+
+    def still_frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What `frame_features` gives for each still (B, 3, S, S) shown for all T frames, (B * T, 1024),
+        at one trunk pass per still (two with `mirror_faces`) instead of T."""
+        feats = self.visual_model.forward_features(x)[:, None].expand(-1, self.num_frames, -1)
+        if self.mirror_faces:
+            mirrored = self.visual_model.forward_features(x.flip(-1))[:, None]
+            feats = torch.where(self._mirrored_frames.view(1, -1, 1), mirrored, feats)
+        return feats.reshape(-1, feats.shape[-1])
 
     def calibrated(self, logits: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Logits of samples in modality `condition` (B,) -> calibrated logits (train/calibrate.py)."""
