@@ -747,9 +747,9 @@ def _face_alone_temperature(model, fer_path: Path) -> tuple[float, dict]:
 @click.option("--face-alone-only", is_flag=True,
               help="Refit the face alone's temperature only; speech keeps the checkpoint's (no fold logits needed).")
 @click.option("--mirror-faces/--no-mirror-faces", default=None,
-              help="Turn on (off) the test-time mirror: each face frame's features averaged with its mirror "
-                   "image's (twice the trunk's work). Set here, before the face-alone temperature is fitted on "
-                   "it. Default: as the checkpoint has it.")
+              help="Turn on (off) the test-time mirror: every other face frame read as its mirror image (the "
+                   "same trunk work). Set here, before the face-alone temperature is fitted on it. Default: as "
+                   "the checkpoint has it.")
 def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, figure: Path | None,
               face_alone_only: bool, mirror_faces: bool | None) -> None:
     """Fit a temperature per modality condition and fold it into the checkpoint: with speech, on the
@@ -787,9 +787,7 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
         for i, c in enumerate(CONDITIONS):
             t = face_t if c == "video_only" else fit_temperature(pooled("last_val", c), pooled("last_val", "labels"))
             temps[i] = t
-            row = rows[c] if c == "video_only" else {"temperature": round(t, 4), "fitted_on": "the folds' validation actors"
-                                                     + (" (their logits without the mirror: the runs' cached features)"
-                                                        if face["mirror_faces"] and c == "audiovisual" else "")}
+            row = rows[c] if c == "video_only" else {"temperature": round(t, 4), "fitted_on": "the folds' validation actors"}
             for part in ("last_val", "last_test"):
                 logits, labels = pooled(part, c), pooled(part, "labels")
                 row[part] = {"ece_before": ece(softmax(logits), labels), "ece_after": ece(softmax(logits / t), labels),

@@ -106,8 +106,9 @@ class MerModel(nn.Module):
         """Trunk features (B * T, 1024) of prepared face frames (B * T, 3, S, S).
 
         With `mirror_faces`, every other frame of a clip (t = 1, 3, ...) is read as its mirror image
-        (test-time flip, at no cost): an expression is symmetric, a face's lighting, pose and crop
-        are not, and the temporal head, which averages over the clip, then hears both readings.
+        (a test-time flip for the same trunk work): an expression is symmetric, a face's lighting,
+        pose and crop are not, and the temporal head, which averages over the clip, hears both.
+        A fold's logits (`mer-train fusion`) are without it; `mer-train mirror-folds` scores them with it.
         Measured on held-out faces in MODEL_CARD.md. Training (cached features) never sees it, so it
         is set on a finished model (`mer-train calibrate --mirror-faces`).
         """
