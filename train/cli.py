@@ -372,21 +372,26 @@ def _trunk_note(path: Path) -> str:
     return " (fine-tuned with video degradations)" if _trunk(path).get("video_aug") else ""
 
 
+def _face_sets() -> dict:
+    """The face images the trunk-feature caches are built from, in the order (and so the rows) they
+    are built in: FER+ (all splits, as 112 px colour) then TFEID."""
+    from .face_data import load_ferplus, load_tfeid
+    from .pretrain_faces import _to_rgb112
+
+    fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
+    return {"ferplus": dataclasses.replace(fer, images=_to_rgb112(fer.images)),
+            "tfeid": load_tfeid(data_dir() / "faces" / "tfeid")}
+
+
 def _face_features(trunk_path: Path, size: int):
     from .efficientface import EfficientFaceTemporal
-    from .face_data import load_ferplus, load_tfeid
     from .face_features import load_or_extract
-    from .pretrain_faces import _to_rgb112
 
     trunk = EfficientFaceTemporal()
     trunk.load_state_dict(_trunk_state(trunk_path), strict=False)
     stem = RUNS / "cache" / f"face-features-{trunk_path.stat().st_mtime_ns}-{size}"
     clean, video = Path(f"{stem}.npz"), Path(f"{stem}-video.npz")
-    sets = {}
-    if not (clean.exists() and video.exists()):
-        fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
-        fer = dataclasses.replace(fer, images=_to_rgb112(fer.images))
-        sets = {"ferplus": fer, "tfeid": load_tfeid(data_dir() / "faces" / "tfeid")}
+    sets = {} if clean.exists() and video.exists() else _face_sets()
     faces = load_or_extract(clean, trunk, sets, size)
     # The same images as video degrades them: what `--face-video` trains on, and every fusion run's
     # "faces degraded" test conditions.
@@ -508,21 +513,18 @@ def _mirrored_evaluation_faces(trunk_path: Path, size: int, faces, pools):
     test, TFEID held-out performers): each view's mirror image too, for every other frame of a clip.
     Only those images are passed through the trunk again (cached beside the features)."""
     from .efficientface import EfficientFaceTemporal
-    from .face_data import load_ferplus, load_tfeid
     from .face_features import mirror_features
-    from .pretrain_faces import _to_rgb112
 
     rows = np.unique(np.concatenate([ix for pool in (pools.val, pools.test) for ix in pool.values()]))
     path = RUNS / "cache" / f"face-features-{trunk_path.stat().st_mtime_ns}-{size}-mirror-eval.npz"
-    if path.exists() and np.array_equal(np.load(path)["rows"], rows):
-        mirror = np.load(path)["mirror"]
+    cached = np.load(path) if path.exists() else None
+    if cached is not None and np.array_equal(cached["rows"], rows):
+        mirror = cached["mirror"]
     else:
         trunk = EfficientFaceTemporal()
         trunk.load_state_dict(_trunk_state(trunk_path), strict=False)
-        fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
-        sets = [dataclasses.replace(fer, images=_to_rgb112(fer.images)), load_tfeid(data_dir() / "faces" / "tfeid")]
         parts, start = [], 0
-        for faces_set in sets:  # the order and seed the cache was built in (_face_features)
+        for faces_set in _face_sets().values():  # the rows and seed the cache was built with
             n = len(faces_set.labels)
             mine = rows[(rows >= start) & (rows < start + n)]
             parts.append(mirror_features(trunk, faces_set, size, mine - start))
@@ -548,24 +550,22 @@ def mirror_folds(fusion: str, run: Path, trunk: Path) -> None:
     `calibrate --runs` and `report` read like any run's."""
     import torch
 
-    from .fusion import MerModel
+    from .checkpoint import model_of
+    from .speech_corpora import CORPORA
     from .speech_views import fold_split
     from .train_fusion import FusionRecipe, condition_logits, evaluation_sets, no_face_feature
 
     weights = sorted((run / fusion).glob("test*-last.pt"))
     if not weights:
         raise click.ClickException(f"{run / fusion}: no fold weights (<fold>-last.pt; `mer-train fusion` keeps them)")
-    views, names, faces, pools, _ = _fusion_inputs("ravdess,tess,emodb,urdu,turev", trunk, FusionRecipe())
+    views, names, faces, pools, _ = _fusion_inputs(",".join(CORPORA), trunk, FusionRecipe())
     mirrored = _mirrored_evaluation_faces(trunk, FusionRecipe().face_size, faces, pools)
     folds = {f.name: f for f in _folds("actors03-24", ())}
     out, rows = run.parent / f"{run.name}-mirror" / fusion, {}
     out.mkdir(parents=True, exist_ok=True)
     for path in weights:
         name = path.name.removesuffix("-last.pt")
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        model = MerModel(**blob["config"])
-        model.load_state_dict(blob["state_dict"])
-        model.eval()
+        model = model_of(torch.load(path, map_location="cpu", weights_only=False), path).eval()
         blank = no_face_feature(model)
         split = fold_split(views, folds[name], names)
         logits = {}
@@ -765,9 +765,10 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
 
     path = checkpoint or bundled_checkpoint(fusion)
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    if mirror_faces is not None:
+    if mirror_faces is not None:  # the key is absent when off (MerModel.config)
         blob["config"].pop("mirror_faces", None)
-        blob["config"] |= {"mirror_faces": True} if mirror_faces else {}
+        if mirror_faces:
+            blob["config"]["mirror_faces"] = True
     temps = blob["state_dict"].get("temperature", torch.ones(len(CONDITIONS))).tolist()
     rows = dict(blob.get("calibration") or {})
     face_t, face = _face_alone_temperature(model_of(blob, path), data_dir() / "faces" / "ferplus.npz")
