@@ -617,3 +617,35 @@ def test_mirror_features_draw_the_cached_views_again_and_mirror_them():
                 np.testing.assert_allclose(cached[r, v], trunk.forward_features(view)[0].numpy(), atol=2e-2)
                 np.testing.assert_allclose(mirror[j, v], trunk.forward_features(view.flip(-1))[0].numpy(), atol=2e-2)
     assert np.abs(mirror.astype(np.float32) - cached[rows].astype(np.float32)).max() > 0.1  # a mirror, not a copy
+
+
+def test_eval_faces_mirror_reads_a_face_and_its_mirror_alike_and_a_headless_trunk_is_refused(tmp_path):
+    """`eval-faces --trunk --mirror` averages each face's logits with its mirror image's, so a face
+    and its mirror score the same; a trunk saved out of a fusion has no classifier head, and the
+    command says so in one line before it loads any data."""
+    import cv2
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train import cli
+    from mer.train.checkpoint import bundled_checkpoint, load_checkpoint
+    from mer.train.pretrain_faces import FaceClassifier, face_logits
+
+    torch.manual_seed(0)
+    model = FaceClassifier()
+    model.trunk = load_checkpoint(bundled_checkpoint("ia"))[0].visual_model  # trained: it reads faces apart
+    model.eval()
+    face = np.roll(cv2.resize(read_face(), (112, 112), interpolation=cv2.INTER_AREA), 15, axis=1)  # off-centre
+    x = torch.from_numpy(face).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        plain, flipped = face_logits(model, x), face_logits(model, x.flip(-1))
+        both, both_flipped = face_logits(model, x, mirror=True), face_logits(model, x.flip(-1), mirror=True)
+    assert (plain - flipped).abs().max() > 1e-2  # the trunk tells a face from its mirror image
+    torch.testing.assert_close(both, both_flipped, atol=1e-5, rtol=1e-5)
+    assert both[0, 1] < -1e8  # calm is never a face target
+
+    torch.save({"state_dict": model.trunk.state_dict(), "size": 112}, tmp_path / "headless.pt")
+    result = CliRunner().invoke(cli.main, ["eval-faces", "--trunk", str(tmp_path / "headless.pt"), "--mirror"],
+                                env={"MER_SHARED": str(tmp_path / "none")})
+    assert result.exit_code == 1 and "no classifier head" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -127,7 +127,10 @@ def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, 
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Score this fusion checkpoint given faces and no speech instead (calibrated; accuracy, UAR, ECE; "
               "calm counted as neutral).")
-def eval_faces(trunk: Path, model: Path | None) -> None:
+@click.option("--mirror", is_flag=True,
+              help="Trunk only: each face's logits averaged with its mirror image's (how a fusion with "
+              "mirror_faces reads a still).")
+def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
     """Face-trunk accuracy: FER+ test split (7 emotions, majority labels, contempt dropped), TFEID
     held-out performers (re-cropped by the runtime's face cropper), and the same performers as
     moving, H.264-compressed 15-frame clips through the cropper (agreement across frames).
@@ -138,6 +141,14 @@ def eval_faces(trunk: Path, model: Path | None) -> None:
     from .face_data import load_ferplus, load_tfeid
     from .pretrain_faces import TFEID_TEST_PERFORMERS, FaceClassifier, _to_rgb112, evaluate
 
+    if model is not None and mirror:
+        raise click.UsageError("--mirror scores a trunk; a fusion (--model) reads faces as its own config says")
+    if model is None:
+        if not trunk.is_file():
+            raise click.ClickException(f"{trunk}: no such trunk checkpoint")
+        blob = torch.load(trunk, map_location="cpu", weights_only=False)
+        if "fc" not in blob:  # a trunk taken out of a fusion checkpoint keeps no classifier
+            raise click.ClickException(f"{trunk}: no classifier head ('fc'); score a fusion with --model instead")
     fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
     test = fer.subset(fer.groups == "test")
     tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
@@ -153,15 +164,15 @@ def eval_faces(trunk: Path, model: Path | None) -> None:
             "tfeid_held_out_as_video_clips": face_alone_scores(fusion, held.images, held.labels, as_clips=True),
             "model": str(model), "mirror_faces": fusion.mirror_faces, "trained_on": trained_on}))
         return
-    blob = torch.load(trunk, map_location="cpu", weights_only=False)
     model = FaceClassifier()
     model.trunk.load_state_dict(blob["state_dict"])
     model.fc.load_state_dict(blob["fc"])
     test = dataclasses.replace(test, images=_to_rgb112(test.images))
-    rows = {"ferplus_test": evaluate(model, test, blob["size"]),
-            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(model, held, blob["size"]),
-            "tfeid_held_out_as_video_clips": clip_agreement(model, held.images, held.labels, blob["size"]),
-            "trunk": str(trunk), "epoch": blob["epoch"]}
+    rows = {"ferplus_test": evaluate(model, test, blob["size"], mirror=mirror),
+            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(model, held, blob["size"], mirror=mirror),
+            "tfeid_held_out_as_video_clips": clip_agreement(model, held.images, held.labels, blob["size"],
+                                                            mirror=mirror),
+            "trunk": str(trunk), "epoch": blob["epoch"], "mirror": mirror}
     click.echo(json.dumps(rows))
 
 

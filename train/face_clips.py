@@ -18,6 +18,7 @@ from mer.runtime.spec import DEFAULT_SPEC
 from .augment import resize, to_float_nchw
 from .calibrate import ece, face_scores, softmax
 from .metrics import summarise
+from .pretrain_faces import face_logits
 
 WIDTH, HEIGHT, FPS, CRF = 640, 360, 15, 30  # a modest webcam stream, compressed as streams are
 
@@ -71,16 +72,15 @@ def runtime_clips(images: np.ndarray, seed: int = 0):
 
 
 @torch.no_grad()
-def clip_agreement(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, size: int, seed: int = 0) -> dict:
+def clip_agreement(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, size: int, seed: int = 0,
+                   mirror: bool = False) -> dict:
     """Per clip (one photo each): the share of its frames that agree with the clip's majority label,
     the majority's accuracy, per-frame accuracy, and how many frames the cropper found a face in."""
     model.eval()
     agree, clip_right, frame_right, found = [], [], [], 0
     for crops, label in zip(runtime_clips(images, seed), labels):
         found += crops.detected
-        logits = model(resize(to_float_nchw(torch.from_numpy(crops.faces)), size))
-        logits[:, 1] = -1e9  # calm is never a face target
-        pred = logits.argmax(1).numpy()
+        pred = face_logits(model, resize(to_float_nchw(torch.from_numpy(crops.faces)), size), mirror).argmax(1).numpy()
         majority = np.bincount(pred, minlength=8).argmax()
         agree.append(float((pred == majority).mean()))
         clip_right.append(majority == label)

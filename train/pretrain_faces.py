@@ -46,15 +46,23 @@ def _to_rgb112(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def face_logits(model: nn.Module, x: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+    """The classifier's logits for face batch `x`, calm masked (never a face target). With `mirror`,
+    averaged with the mirror image's: how a mirrored fusion reads a still (MerModel.still_frame_features)."""
+    logits = model(x)
+    if mirror:
+        logits = (logits + model(x.flip(-1))) / 2
+    logits[:, 1] = -1e9
+    return logits
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256) -> dict:
+def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256, mirror: bool = False) -> dict:
     model.eval()
     preds = []
     for i in range(0, len(faces.labels), batch):
         x = resize(to_float_nchw(torch.from_numpy(faces.images[i:i + batch])), size)
-        logits = model(x)
-        logits[:, 1] = -1e9  # calm is never a face target
-        preds.append(logits.argmax(1).numpy())
+        preds.append(face_logits(model, x, mirror).argmax(1).numpy())
     pred = np.concatenate(preds)
     acc = float((pred == faces.labels).mean())
     return {"accuracy": acc, "n": int(len(pred))}
