@@ -128,8 +128,8 @@ def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, 
               help="Score this fusion checkpoint given faces and no speech instead (calibrated; accuracy, UAR, ECE; "
               "calm counted as neutral).")
 @click.option("--mirror", is_flag=True,
-              help="Trunk only: each face's logits averaged with its mirror image's (how a fusion with "
-              "mirror_faces reads a still).")
+              help="Trunk only: each face's logits averaged with its mirror image's (the trunk-level "
+              "counterpart of a fusion with mirror_faces).")
 def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
     """Face-trunk accuracy: FER+ test split (7 emotions, majority labels, contempt dropped), TFEID
     held-out performers (re-cropped by the runtime's face cropper), and the same performers as

@@ -48,7 +48,8 @@ def _to_rgb112(images: np.ndarray) -> np.ndarray:
 
 def face_logits(model: nn.Module, x: torch.Tensor, mirror: bool = False) -> torch.Tensor:
     """The classifier's logits for face batch `x`, calm masked (never a face target). With `mirror`,
-    averaged with the mirror image's: how a mirrored fusion reads a still (MerModel.still_frame_features)."""
+    averaged with the mirror image's: the trunk-level counterpart of a mirrored fusion, which shows
+    a still's temporal head the features of the face and of its mirror (MerModel.still_frame_features)."""
     logits = model(x)
     if mirror:
         logits = (logits + model(x.flip(-1))) / 2
