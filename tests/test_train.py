@@ -432,6 +432,36 @@ def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp
     assert result.exit_code == 1 and "another face trunk" in result.output and not (tmp_path / "f.pt").exists()
 
 
+def test_audio_branch_takes_one_heads_audio_branch_out_of_an_ensemble_as_an_audio_init(tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train import cli
+    from mer.train.checkpoint import save_checkpoint, untrained
+    from mer.train.fusion import combine
+    from mer.train.train_fusion import FusionRecipe
+
+    a, spec, _ = untrained("ia", seed=0)
+    b, _, _ = untrained("ia", seed=1)
+    b.visual_model.load_state_dict({k: v for k, v in a.visual_model.state_dict().items()
+                                    if not k.startswith(("conv1d", "classifier"))}, strict=False)
+    save_checkpoint(tmp_path / "e.pt", combine([a, b]), spec, "two heads")
+    invoke = CliRunner().invoke
+    result = invoke(cli.main, ["audio-branch", str(tmp_path / "e.pt"), "--member", "1", "--out", str(tmp_path / "b.pt")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    # What `ship --audio-init` reads: the second head's branch, not the first's, and its origin.
+    state = cli._audio_state(tmp_path / "b.pt", FusionRecipe(fusion="ia", audio_norm="none"))
+    ours, theirs = b.audio_model.state_dict(), a.audio_model.state_dict()
+    assert all(torch.equal(state[k], ours[k]) for k in ours)
+    assert not all(torch.equal(state[k], theirs[k]) for k in theirs)
+    assert "fusion head 1 of e.pt" in cli._audio_origin(tmp_path / "b.pt")
+    result = invoke(cli.main, ["audio-branch", str(tmp_path / "e.pt"), "--member", "2", "--out", str(tmp_path / "c.pt")])
+    assert result.exit_code == 2 and "0 to 1" in result.output and not (tmp_path / "c.pt").exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    result = invoke(cli.main, ["audio-branch", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "c.pt")])
+    assert result.exit_code == 1 and "junk.pt: not a torch checkpoint" in result.output and not (tmp_path / "c.pt").exists()
+
+
 def test_speech_ensemble_scores_each_run_and_their_mean_on_a_folds_test_actors(tmp_path, monkeypatch):
     import torch
     from click.testing import CliRunner

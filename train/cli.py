@@ -429,6 +429,14 @@ def _audio_state(path: Path, recipe) -> dict:
     return blob["state_dict"]
 
 
+def _audio_origin(path: Path) -> str:
+    """How an audio branch file came to be, for the trained-on line: `mer-train audio-branch` notes
+    the fusion model it was taken from; a `mer-train speech` branch was pretrained on the speech."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False).get("origin", "pretrained on the same speech")
+
+
 def _fusion_inputs(corpora: str, trunk: Path, recipe):
     from .pretrain_faces import TFEID_TEST_PERFORMERS
     from .train_fusion import FacePools
@@ -941,12 +949,15 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
     # final epoch is kept (the validation/test rows are on training speakers: not a score).
     split = SpeechSplit("all", everyone, views.where("ravdess"), views.where("ravdess"))
     audio_state = None if str(audio_init) == "none" else _audio_state(audio_init, recipe)
+    audio_note = _audio_origin(audio_init) if audio_state else "from scratch"
+    if audio_state and recipe.audio_lr_scale == 0:
+        audio_note += ", kept frozen"
     model, result, _ = train_fusion_fold(views, faces, pools, split, recipe, trunk_state, audio_state,
                                          log=click.echo, keep_last=True)
     out = out or bundled_checkpoint(fusion)
     trained_on = (f"speech: {', '.join(names)} (RAVDESS actors 03-24 only), each utterance under random recording "
                   f"conditions, paired by emotion with FER+ train and TFEID performers 01-23 faces; trunk pretrained "
-                  f"on FER+ train + TFEID 01-23{_trunk_note(trunk)}; audio branch {'pretrained on the same speech' if audio_state else 'from scratch'}; "
+                  f"on FER+ train + TFEID 01-23{_trunk_note(trunk)}; audio branch {audio_note}; "
                   f"mer CPU recipe, {epochs} fusion epochs of {draws} draws"
                   f"{f', audio branch dilated {recipe.audio_dilation}**i' if recipe.audio_dilation != 1 else ''}"
                   f"{f', audio branch at {recipe.audio_lr_scale:g}x the learning rate' if recipe.audio_lr_scale != 1 else ''}"
@@ -955,6 +966,42 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
                   f"{f', {recipe.face_video:.0%} of face frames degraded as video' if recipe.face_video else ''}")
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=recipe.n_mfcc), trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command("audio-branch")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--member", default=0, show_default=True,
+              help="Which fusion head of an ensemble (`combine`'s order: 0 is the first member).")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def audio_branch(model: Path, member: int, out: Path) -> None:
+    """One fusion model's audio branch as an `--audio-init` file, so `ship` or `fusion` can refit what
+    reads a new face trunk around a branch that is already trained (with `--audio-lr 0`: frozen)."""
+    import torch
+
+    from .checkpoint import model_of
+
+    try:
+        blob = torch.load(model, map_location="cpu", weights_only=False)
+    except Exception as exc:  # pickle and zip errors alike: the file is not a torch checkpoint
+        raise click.ClickException(f"{model}: not a torch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
+        raise click.ClickException(f"{model}: not a fusion checkpoint (no config and weights)")
+    try:
+        fused = model_of(blob, model)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    heads = [fused, *fused.heads]
+    if not 0 <= member < len(heads):
+        raise click.BadParameter(f"{model} has {len(heads)} fusion head(s): 0 to {len(heads) - 1}",
+                                 param_hint="--member")
+    config = blob["config"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": heads[member].audio_model.state_dict(), "input_norm": config.get("audio_norm", "none"),
+                "n_mfcc": config["n_mfcc"], "width": config.get("audio_width", 1),
+                "dilation": config.get("audio_dilation", 1),
+                "origin": f"taken from fusion head {member} of {model.name}, trained on the same speech"},
+               out)
+    click.echo(f"wrote {out}: the audio branch of fusion head {member} of {model}")
 
 
 @main.command()
