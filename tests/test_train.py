@@ -454,7 +454,7 @@ def test_audio_branch_takes_one_heads_audio_branch_out_of_an_ensemble_as_an_audi
     ours, theirs = b.audio_model.state_dict(), a.audio_model.state_dict()
     assert all(torch.equal(state[k], ours[k]) for k in ours)
     assert not all(torch.equal(state[k], theirs[k]) for k in theirs)
-    assert "fusion head 1 of e.pt" in cli._audio_origin(tmp_path / "b.pt")
+    assert f"fusion head 1 of {tmp_path / 'e.pt'}" in cli._audio_origin(tmp_path / "b.pt")
     result = invoke(cli.main, ["audio-branch", str(tmp_path / "e.pt"), "--member", "2", "--out", str(tmp_path / "c.pt")])
     assert result.exit_code == 2 and "0 to 1" in result.output and not (tmp_path / "c.pt").exists()
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

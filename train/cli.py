@@ -380,7 +380,11 @@ def _trunk_state(path: Path) -> dict:
 
 def _trunk_note(path: Path) -> str:
     """What a trunk checkpoint says about its fine-tuning, for the model's trained-on line."""
-    return " (fine-tuned with video degradations)" if _trunk(path).get("video_aug") else ""
+    blob = _trunk(path)
+    if not blob.get("video_aug"):
+        return ""
+    again = f", then once more, kept at epoch {blob['epoch']}" if blob.get("init") and "epoch" in blob else ""
+    return f" (fine-tuned with video degradations{again})"
 
 
 def _face_sets() -> dict:
@@ -942,7 +946,6 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
     from .speech_views import SpeechSplit
     from .train_fusion import train_fusion_fold
 
-    fusion, epochs, draws = recipe.fusion, recipe.epochs, recipe.draws
     views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     everyone = np.flatnonzero(np.isin(views.corpus, names))
     # No speaker is left for selection: the epoch count comes from the cross-validation, and the
@@ -954,18 +957,23 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
         audio_note += ", kept frozen"
     model, result, _ = train_fusion_fold(views, faces, pools, split, recipe, trunk_state, audio_state,
                                          log=click.echo, keep_last=True)
-    out = out or bundled_checkpoint(fusion)
-    trained_on = (f"speech: {', '.join(names)} (RAVDESS actors 03-24 only), each utterance under random recording "
-                  f"conditions, paired by emotion with FER+ train and TFEID performers 01-23 faces; trunk pretrained "
-                  f"on FER+ train + TFEID 01-23{_trunk_note(trunk)}; audio branch {audio_note}; "
-                  f"mer CPU recipe, {epochs} fusion epochs of {draws} draws"
-                  f"{f', audio branch dilated {recipe.audio_dilation}**i' if recipe.audio_dilation != 1 else ''}"
-                  f"{f', audio branch at {recipe.audio_lr_scale:g}x the learning rate' if recipe.audio_lr_scale != 1 else ''}"
-                  f"{f', {recipe.face_mismatch:.0%} of audiovisual clips with a face of another emotion' if recipe.face_mismatch else ''}"
-                  f"{f', recording-condition consistency {recipe.consistency:g}' if recipe.consistency else ''}"
-                  f"{f', {recipe.face_video:.0%} of face frames degraded as video' if recipe.face_video else ''}")
+    out = out or bundled_checkpoint(recipe.fusion)
+    trained_on = _ship_note(recipe, names, trunk, audio_note)
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=recipe.n_mfcc), trained_on, history=result["history"])
     click.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def _ship_note(recipe, names: list[str], trunk: Path, audio_note: str) -> str:
+    """The trained-on line of a `ship` model: its speech, faces, trunk, audio branch and recipe."""
+    return (f"speech: {', '.join(names)} (RAVDESS actors 03-24 only), each utterance under random recording "
+            f"conditions, paired by emotion with FER+ train and TFEID performers 01-23 faces; trunk pretrained "
+            f"on FER+ train + TFEID 01-23{_trunk_note(trunk)}; audio branch {audio_note}; "
+            f"mer CPU recipe, {recipe.epochs} fusion epochs of {recipe.draws} draws"
+            f"{f', audio branch dilated {recipe.audio_dilation}**i' if recipe.audio_dilation != 1 else ''}"
+            f"{f', audio branch at {recipe.audio_lr_scale:g}x the learning rate' if recipe.audio_lr_scale not in (0, 1) else ''}"
+            f"{f', {recipe.face_mismatch:.0%} of audiovisual clips with a face of another emotion' if recipe.face_mismatch else ''}"
+            f"{f', recording-condition consistency {recipe.consistency:g}' if recipe.consistency else ''}"
+            f"{f', {recipe.face_video:.0%} of face frames degraded as video' if recipe.face_video else ''}")
 
 
 @main.command("audio-branch")
@@ -999,7 +1007,7 @@ def audio_branch(model: Path, member: int, out: Path) -> None:
     torch.save({"state_dict": heads[member].audio_model.state_dict(), "input_norm": config.get("audio_norm", "none"),
                 "n_mfcc": config["n_mfcc"], "width": config.get("audio_width", 1),
                 "dilation": config.get("audio_dilation", 1),
-                "origin": f"taken from fusion head {member} of {model.name}, trained on the same speech"},
+                "origin": f"taken from fusion head {member} of {model}, trained on the same speech"},
                out)
     click.echo(f"wrote {out}: the audio branch of fusion head {member} of {model}")
 
