@@ -462,6 +462,43 @@ def test_audio_branch_takes_one_heads_audio_branch_out_of_an_ensemble_as_an_audi
     assert result.exit_code == 1 and "junk.pt: not a torch checkpoint" in result.output and not (tmp_path / "c.pt").exists()
 
 
+def test_a_face_head_refit_starts_from_a_trained_fusion_and_trains_only_the_temporal_face_head(tmp_path):
+    import click
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train import cli
+    from mer.train.checkpoint import save_checkpoint, untrained
+    from mer.train.fusion import combine
+    from mer.train.train_fusion import FusionRecipe, build_model, param_groups
+
+    a, spec, _ = untrained("ia", seed=0)
+    b, _, _ = untrained("ia", seed=1)
+    b.visual_model.load_state_dict({k: v for k, v in a.visual_model.state_dict().items()
+                                    if not k.startswith(("conv1d", "classifier"))}, strict=False)
+    save_checkpoint(tmp_path / "e.pt", combine([a, b]), spec, "two heads")
+    recipe = FusionRecipe(fusion="ia", audio_norm="none", face_head_only=True)
+    head = cli._head_state(tmp_path / "e.pt", recipe, member=1)
+    new_trunk = untrained("ia", seed=2)[0].visual_model.state_dict()
+    trunk = {k: v for k, v in new_trunk.items() if not k.startswith(("conv1d", "classifier"))}
+    model = build_model(recipe, trunk, None, head)
+    state, theirs = model.state_dict(), b.state_dict()
+    # Head 1's audio branch, attention and classifier; the new trunk under them.
+    for k in ("audio_model.conv1d_0.0.weight", "av1.q.weight", "classifier_1.0.weight", "visual_model.conv1d_0.0.weight"):
+        assert torch.equal(state[k], theirs[k]), k
+    assert all(torch.equal(state[f"visual_model.{k}"], v) for k, v in trunk.items())
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("visual_model.conv1d") for n in trained)
+    assert sum(len(g["params"]) for g in param_groups(model, recipe)) == len(trained)
+    # A refit needs something to refit; an ensemble's head out of range is refused in one line.
+    result = CliRunner().invoke(cli.main, ["ship", "--face-head-only", "--out", str(tmp_path / "x.pt")])
+    assert result.exit_code == 2 and "--face-head-only needs --init-fusion" in result.output
+    with pytest.raises(click.BadParameter, match="2 fusion head"):
+        cli._head_state(tmp_path / "e.pt", recipe, member=2)
+    with pytest.raises(click.ClickException, match="n_mfcc, norm"):
+        cli._head_state(tmp_path / "e.pt", FusionRecipe(fusion="ia"), member=0)  # trained without --audio-norm level
+
+
 def test_speech_ensemble_scores_each_run_and_their_mean_on_a_folds_test_actors(tmp_path, monkeypatch):
     import torch
     from click.testing import CliRunner

@@ -441,6 +441,32 @@ def _audio_origin(path: Path) -> str:
     return torch.load(path, map_location="cpu", weights_only=False).get("origin", "pretrained on the same speech")
 
 
+def _head_state(path: Path, recipe, member: int = 0) -> dict:
+    """A trained single fusion's weights (an ensemble's head `member`), checked against the recipe."""
+    import torch
+
+    from .checkpoint import model_of
+
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no fusion checkpoint to start from")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        fused = model_of(blob, path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{path}: not a fusion checkpoint ({exc})") from None
+    config = blob["config"]
+    got = (config["fusion"], config["n_mfcc"], config.get("audio_norm", "none"), config.get("audio_width", 1),
+           config.get("audio_dilation", 1))
+    want = (recipe.fusion, recipe.n_mfcc, recipe.audio_norm, recipe.audio_width, recipe.audio_dilation)
+    if got != want:
+        raise click.ClickException(f"{path}: a fusion of fusion, n_mfcc, norm, width, dilation {got}, not {want}")
+    heads = [fused, *fused.heads]
+    if not 0 <= member < len(heads):
+        raise click.BadParameter(f"{path} has {len(heads)} fusion head(s): 0 to {len(heads) - 1}",
+                                 param_hint="--init-member")
+    return {k: v for k, v in heads[member].state_dict().items() if not k.startswith("heads.")}
+
+
 def _fusion_inputs(corpora: str, trunk: Path, recipe):
     from .pretrain_faces import TFEID_TEST_PERFORMERS
     from .train_fusion import FacePools
@@ -457,13 +483,15 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
         @functools.wraps(command)
         def wrapper(fusion: str, n_mfcc: int, audio_norm: str, audio_width: int, audio_dilation: int, epochs: int,
                     draws: int, audio_lr: float, face_mismatch: float, face_video: float, consistency: float,
-                    seed: int, **rest):
+                    seed: int, face_head_only: bool, **rest):
             from .train_fusion import FusionRecipe
 
+            if face_head_only and rest["init_fusion"] is None:
+                raise click.UsageError("--face-head-only needs --init-fusion (the fusion whose face head is refitted)")
             recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
                                   audio_width=audio_width, audio_dilation=audio_dilation, audio_lr_scale=audio_lr,
                                   face_mismatch=face_mismatch, face_video=face_video, consistency=consistency,
-                                  seed=seed)
+                                  seed=seed, face_head_only=face_head_only)
             return command(recipe=recipe, **rest)
 
         for option in reversed((
@@ -483,7 +511,13 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
                 click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt",
                              show_default=True),
                 click.option("--audio-init", type=click.Path(path_type=Path), default=audio_init_default,
-                             show_default=True, help=audio_init_help))):
+                             show_default=True, help=audio_init_help),
+                click.option("--init-fusion", type=click.Path(exists=True, path_type=Path), default=None,
+                             help="A trained fusion to start from, all but its face trunk (`fusion`: a run folder "
+                                  "of <fold>-last.pt; `ship`: a checkpoint, --init-member picking an ensemble's head)."),
+                click.option("--face-head-only", is_flag=True,
+                             help="With --init-fusion: retrain only the temporal face head, on --trunk's features; "
+                                  "the audio branch, attention and classifier stay as trained."))):
             wrapper = option(wrapper)
         return wrapper
     return decorate
@@ -494,7 +528,8 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
                 "each fold's audio branch from (trained on the same fold's training speakers); 'none': from scratch.")
 @fold_option
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "fusion", show_default=True)
-def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init: Path, out: Path) -> None:
+def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init: Path, init_fusion: Path | None,
+           out: Path) -> None:
     """A fusion per RAVDESS fold: cached trunk features of still faces paired with speech by emotion.
 
     Each fold trains on its training actors plus every speaker of the other corpora, selects on its
@@ -510,11 +545,13 @@ def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init
         if done.exists():
             results.append(json.loads(done.read_text()))
             continue
-        audio_state = None if str(audio_init) == "none" else \
+        audio_state = None if str(audio_init) == "none" or init_fusion else \
             _audio_state(audio_init / f"audio-{fold.name}.pt", recipe)
+        head_state = init_fusion and _head_state(init_fusion / f"{fold.name}-last.pt", recipe)
         done.parent.mkdir(parents=True, exist_ok=True)
         _, result, logits = train_fusion_fold(views, faces, pools, fold_split(views, fold, names), recipe, trunk_state,
-                                              audio_state, log=click.echo, last_weights=out / fusion / f"{fold.name}-last.pt")
+                                              audio_state, log=click.echo, last_weights=out / fusion / f"{fold.name}-last.pt",
+                                              head_state=head_state or None)
         np.savez(out / fusion / f"{fold.name}-logits.npz",
                  **{f"{part}_{key}": value for part, d in logits.items() for key, value in d.items()})
         _write(done, result)  # type: ignore[arg-type]
@@ -937,8 +974,10 @@ def report(runs: Path, speech: Path | None, fusions: Path | None, ensemble: tupl
 @main.command()
 @fusion_options(RUNS / "speech" / "all" / "audio-all.pt",
                 "Audio branch to start from (`mer-train speech --protocol all`); 'none': scratch.")
+@click.option("--init-member", default=0, show_default=True, help="With --init-fusion: which head of an ensemble.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: train/checkpoints/<fusion>.pt")
-def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) -> None:
+def ship(recipe, corpora: str, trunk: Path, audio_init: Path, init_fusion: Path | None, init_member: int,
+         out: Path | None) -> None:
     """The model to bundle: trained on every speaker at hand for a fixed number of epochs."""
     from mer.runtime.spec import DEFAULT_SPEC
 
@@ -946,17 +985,23 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, out: Path | None) 
     from .speech_views import SpeechSplit
     from .train_fusion import train_fusion_fold
 
+    head_state = init_fusion and _head_state(init_fusion, recipe, init_member)  # before the data: fail fast
     views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     everyone = np.flatnonzero(np.isin(views.corpus, names))
     # No speaker is left for selection: the epoch count comes from the cross-validation, and the
     # final epoch is kept (the validation/test rows are on training speakers: not a score).
     split = SpeechSplit("all", everyone, views.where("ravdess"), views.where("ravdess"))
-    audio_state = None if str(audio_init) == "none" else _audio_state(audio_init, recipe)
-    audio_note = _audio_origin(audio_init) if audio_state else "from scratch"
-    if audio_state and recipe.audio_lr_scale == 0:
-        audio_note += ", kept frozen"
+    audio_state = None if str(audio_init) == "none" or head_state else _audio_state(audio_init, recipe)
+    if head_state:
+        audio_note = (f"as in fusion head {init_member} of {init_fusion}, "
+                      + ("which is kept but for its temporal face head, retrained on this trunk" if recipe.face_head_only
+                         else "where this fusion started"))
+    else:
+        audio_note = _audio_origin(audio_init) if audio_state else "from scratch"
+        if audio_state and recipe.audio_frozen:
+            audio_note += ", kept frozen"
     model, result, _ = train_fusion_fold(views, faces, pools, split, recipe, trunk_state, audio_state,
-                                         log=click.echo, keep_last=True)
+                                         log=click.echo, keep_last=True, head_state=head_state or None)
     out = out or bundled_checkpoint(recipe.fusion)
     trained_on = _ship_note(recipe, names, trunk, audio_note)
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=recipe.n_mfcc), trained_on, history=result["history"])

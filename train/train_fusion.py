@@ -52,6 +52,12 @@ class FusionRecipe:
     consistency: float = 0.0     # > 0: each clip drawn twice in two recording-condition views, this weighing the
                                  # Jensen-Shannon divergence between their answers (train_speech.consistency_loss)
     seed: int = 1
+    face_head_only: bool = False  # from a trained fusion (head_state), only the temporal face head trains: a new
+                                  # trunk under a model whose audio branch, attention and classifier stay as they were
+
+    @property
+    def audio_frozen(self) -> bool:
+        return self.audio_lr_scale == 0 or self.face_head_only
 
 
 # Evaluation only: the share of test clips given a face of another emotion ("face disagrees"), a
@@ -132,15 +138,24 @@ def evaluate(model: MerModel, video: torch.Tensor, audio: np.ndarray, labels: np
             for name, logits in condition_logits(model, video, audio, blank).items()}
 
 
-def build_model(recipe: FusionRecipe, trunk_state: dict, audio_state: dict | None) -> MerModel:
+def build_model(recipe: FusionRecipe, trunk_state: dict, audio_state: dict | None,
+                head_state: dict | None = None) -> MerModel:
+    """A fusion on the frozen trunk; `audio_state`: its audio branch's weights; `head_state`: a single
+    trained fusion's weights, all but its face trunk (which `trunk_state` replaces)."""
     model = MerModel(recipe.fusion, n_mfcc=recipe.n_mfcc, face_size=recipe.face_size, audio_norm=recipe.audio_norm,
                      audio_width=recipe.audio_width, audio_dilation=recipe.audio_dilation)
+    if head_state is not None:
+        missing, unexpected = model.load_state_dict(head_state, strict=False)
+        assert not unexpected and not missing, (missing, unexpected)
     missing, unexpected = model.visual_model.load_state_dict(trunk_state, strict=False)
     assert not unexpected and all(k.startswith(("conv1d", "classifier")) for k in missing), (missing, unexpected)
     if audio_state is not None:
         model.audio_model.load_state_dict(audio_state)
     for name, p in model.visual_model.named_parameters():
         p.requires_grad = name.startswith("conv1d")  # the trunk stays frozen; the temporal head trains
+    if recipe.face_head_only:
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("visual_model.conv1d")
     return model
 
 
@@ -149,13 +164,13 @@ def param_groups(model: MerModel, recipe: FusionRecipe) -> list[dict]:
     trained at the fusion's full rate forgets what it learnt alone: on fold test07-10 the branch
     scores 57.5 % by itself and 44.6 % as the fusion's speech-alone path."""
     audio = [p for p in model.audio_model.parameters()]
-    if recipe.audio_lr_scale == 0:
+    if recipe.audio_frozen:
         for p in audio:
             p.requires_grad = False
     ids = {id(p) for p in audio}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     groups = [{"params": rest, "lr": recipe.lr}]
-    if recipe.audio_lr_scale > 0:
+    if not recipe.audio_frozen:
         groups.append({"params": audio, "lr": recipe.lr * recipe.audio_lr_scale})
     return groups
 
@@ -184,7 +199,8 @@ def evaluation_sets(views: SpeechViews, faces: FaceFeatures, pools: FacePools, s
 
 def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools, split: SpeechSplit,
                       recipe: FusionRecipe, trunk_state: dict, audio_state: dict | None, log=print,
-                      keep_last: bool = False, last_weights: Path | None = None) -> tuple[MerModel, dict, dict]:
+                      keep_last: bool = False, last_weights: Path | None = None,
+                      head_state: dict | None = None) -> tuple[MerModel, dict, dict]:
     """Train on split.train, keep the best epoch on split.val (or the last one), score split.test.
     `last_weights`: also save the last epoch's weights there (the shipped recipe's model of this fold),
     so inference variants can be scored on the fold later without training it again.
@@ -193,7 +209,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     the kept epoch ("val", "test") and of the last ("last_val", "last_test"; what calibration uses)."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    model = build_model(recipe, trunk_state, audio_state)
+    model = build_model(recipe, trunk_state, audio_state, head_state)
     blank = no_face_feature(model)
     sets, test_disagrees, test_degraded = evaluation_sets(views, faces, pools, split, recipe.n_mfcc)
     opt = torch.optim.AdamW(param_groups(model, recipe), weight_decay=recipe.weight_decay)
@@ -205,7 +221,7 @@ def train_fusion_fold(views: SpeechViews, faces: FaceFeatures, pools: FacePools,
     for epoch in range(recipe.epochs):
         model.train()
         model.visual_model.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
-        if recipe.audio_lr_scale == 0:
+        if recipe.audio_frozen:
             model.audio_model.eval()  # frozen means its batch-norm statistics too
         t0, losses = time.time(), []
         pairs = recipe.consistency > 0  # each clip twice, heard in two recording conditions
