@@ -374,6 +374,18 @@ def test_an_ensembles_fold_runs_are_averaged_for_its_calibration_and_report(tmp_
     assert result.exit_code == 0 and "mirror_faces" not in torch.load(checkpoint, weights_only=False)["config"]
     assert load_checkpoint(checkpoint)[0].temperature[2].item() == pytest.approx(written["video_only"]["temperature"],
                                                                                  abs=1e-4)
+    # --speech-from: a face-head refit of a calibrated model takes that model's speech temperatures.
+    donor = tmp_path / "donor.pt"
+    with torch.no_grad():
+        calibrated.temperature.copy_(torch.tensor([1.5, 2.5, 7.0]))
+    save_checkpoint(donor, calibrated, spec, "donor")
+    result = invoke(cli.main, ["calibrate", "--face-alone-only", "--speech-from", str(donor), "--checkpoint",
+                               str(checkpoint)], env=env)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert load_checkpoint(checkpoint)[0].temperature.tolist() == pytest.approx(
+        [1.5, 2.5, written["video_only"]["temperature"]], abs=1e-4)
+    result = invoke(cli.main, ["calibrate", "--speech-from", str(donor), "--checkpoint", str(checkpoint)], env=env)
+    assert result.exit_code == 2 and "--speech-from goes with --face-alone-only" in result.output
 
     result = invoke(cli.main, ["report", "--runs", str(tmp_path), "--ensemble", str(runs[0]), "--ensemble", str(runs[1])])
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -810,8 +810,11 @@ def _face_alone_temperature(model, fer_path: Path) -> tuple[float, dict]:
               help="Turn on (off) the test-time mirror: every other face frame read as its mirror image (the "
                    "same trunk work). Set here, before the face-alone temperature is fitted on it. Default: as "
                    "the checkpoint has it.")
+@click.option("--speech-from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --face-alone-only: take the temperatures with speech from this checkpoint (the model a "
+                   "`--face-head-only` refit started from, whose speech path it kept) instead of keeping its own.")
 def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, figure: Path | None,
-              face_alone_only: bool, mirror_faces: bool | None) -> None:
+              face_alone_only: bool, mirror_faces: bool | None, speech_from: Path | None) -> None:
     """Fit a temperature per modality condition and fold it into the checkpoint: with speech, on the
     folds' validation actors (last epoch, as shipped); the face alone, on FER+ valid faces. Reports
     ECE and accuracy before and after on validation and test."""
@@ -831,6 +834,16 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
             blob["config"]["mirror_faces"] = True
     temps = blob["state_dict"].get("temperature", torch.ones(len(CONDITIONS))).tolist()
     rows = dict(blob.get("calibration") or {})
+    if speech_from is not None:
+        if not face_alone_only:
+            raise click.UsageError("--speech-from goes with --face-alone-only (otherwise speech is fitted on --runs)")
+        donor = torch.load(speech_from, map_location="cpu", weights_only=False)
+        if "temperature" not in donor.get("state_dict", {}):
+            raise click.ClickException(f"{speech_from}: not a calibrated fusion checkpoint (no temperatures)")
+        for i, c in enumerate(CONDITIONS):
+            if c != "video_only":
+                temps[i] = float(donor["state_dict"]["temperature"][i])
+                rows[c] = {**(donor.get("calibration") or {}).get(c, {}), "taken_from": str(speech_from)}
     face_t, face = _face_alone_temperature(model_of(blob, path), data_dir() / "faces" / "ferplus.npz")
     face["mirror_faces"] = bool(blob["config"].get("mirror_faces"))
     rows["video_only"] = face
