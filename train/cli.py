@@ -441,30 +441,46 @@ def _audio_origin(path: Path) -> str:
     return torch.load(path, map_location="cpu", weights_only=False).get("origin", "pretrained on the same speech")
 
 
-def _head_state(path: Path, recipe, member: int = 0) -> dict:
-    """A trained single fusion's weights (an ensemble's head `member`), checked against the recipe."""
+def _fusion_heads(path: Path) -> tuple[dict, list]:
+    """(config, heads) of a fusion checkpoint (`ship`, `combine`, a fold's <fold>-last.pt): heads[0]
+    the model itself, heads[k] an ensemble's k-th member."""
     import torch
 
     from .checkpoint import model_of
 
     if not path.is_file():
-        raise click.ClickException(f"{path}: no fusion checkpoint to start from")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+        raise click.ClickException(f"{path}: no fusion checkpoint")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # pickle and zip errors alike: the file is not a torch checkpoint
+        raise click.ClickException(f"{path}: not a torch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
+        raise click.ClickException(f"{path}: not a fusion checkpoint (no config and weights)")
     try:
         fused = model_of(blob, path)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise click.ClickException(f"{path}: not a fusion checkpoint ({exc})") from None
-    config = blob["config"]
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    return blob["config"], [fused, *fused.heads]
+
+
+def _head(heads: list, member: int, path: Path, member_option: str):
+    """heads[member], or a usage error naming `member_option` and the heads `path` has."""
+    if not 0 <= member < len(heads):
+        raise click.BadParameter(f"{path} has {len(heads)} fusion head(s): 0 to {len(heads) - 1}",
+                                 param_hint=member_option)
+    return heads[member]
+
+
+def _head_state(path: Path, recipe, member: int = 0) -> dict:
+    """A trained single fusion's weights (an ensemble's head `member`), checked against the recipe."""
+    config, heads = _fusion_heads(path)
     got = (config["fusion"], config["n_mfcc"], config.get("audio_norm", "none"), config.get("audio_width", 1),
            config.get("audio_dilation", 1))
     want = (recipe.fusion, recipe.n_mfcc, recipe.audio_norm, recipe.audio_width, recipe.audio_dilation)
     if got != want:
         raise click.ClickException(f"{path}: a fusion of fusion, n_mfcc, norm, width, dilation {got}, not {want}")
-    heads = [fused, *fused.heads]
-    if not 0 <= member < len(heads):
-        raise click.BadParameter(f"{path} has {len(heads)} fusion head(s): 0 to {len(heads) - 1}",
-                                 param_hint="--init-member")
-    return {k: v for k, v in heads[member].state_dict().items() if not k.startswith("heads.")}
+    return {k: v for k, v in _head(heads, member, path, "--init-member").state_dict().items()
+            if not k.startswith("heads.")}
 
 
 def _fusion_inputs(corpora: str, trunk: Path, recipe):
@@ -1044,25 +1060,10 @@ def audio_branch(model: Path, member: int, out: Path) -> None:
     reads a new face trunk around a branch that is already trained (with `--audio-lr 0`: frozen)."""
     import torch
 
-    from .checkpoint import model_of
-
-    try:
-        blob = torch.load(model, map_location="cpu", weights_only=False)
-    except Exception as exc:  # pickle and zip errors alike: the file is not a torch checkpoint
-        raise click.ClickException(f"{model}: not a torch checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-        raise click.ClickException(f"{model}: not a fusion checkpoint (no config and weights)")
-    try:
-        fused = model_of(blob, model)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    heads = [fused, *fused.heads]
-    if not 0 <= member < len(heads):
-        raise click.BadParameter(f"{model} has {len(heads)} fusion head(s): 0 to {len(heads) - 1}",
-                                 param_hint="--member")
-    config = blob["config"]
+    config, heads = _fusion_heads(model)
+    head = _head(heads, member, model, "--member")
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": heads[member].audio_model.state_dict(), "input_norm": config.get("audio_norm", "none"),
+    torch.save({"state_dict": head.audio_model.state_dict(), "input_norm": config.get("audio_norm", "none"),
                 "n_mfcc": config["n_mfcc"], "width": config.get("audio_width", 1),
                 "dilation": config.get("audio_dilation", 1),
                 "origin": f"taken from fusion head {member} of {model}, trained on the same speech"},
