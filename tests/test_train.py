@@ -444,20 +444,27 @@ def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp
     assert result.exit_code == 1 and "another face trunk" in result.output and not (tmp_path / "f.pt").exists()
 
 
-def test_audio_branch_takes_one_heads_audio_branch_out_of_an_ensemble_as_an_audio_init(tmp_path):
-    import torch
-    from click.testing import CliRunner
-
-    from mer.train import cli
+def two_head_ensemble(path):
+    """Two untrained `ia` heads on one trunk, saved joined at `path` (`combine`); returns the heads."""
     from mer.train.checkpoint import save_checkpoint, untrained
     from mer.train.fusion import combine
-    from mer.train.train_fusion import FusionRecipe
 
     a, spec, _ = untrained("ia", seed=0)
     b, _, _ = untrained("ia", seed=1)
     b.visual_model.load_state_dict({k: v for k, v in a.visual_model.state_dict().items()
                                     if not k.startswith(("conv1d", "classifier"))}, strict=False)
-    save_checkpoint(tmp_path / "e.pt", combine([a, b]), spec, "two heads")
+    save_checkpoint(path, combine([a, b]), spec, "two heads")
+    return a, b
+
+
+def test_audio_branch_takes_one_heads_audio_branch_out_of_an_ensemble_as_an_audio_init(tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train import cli
+    from mer.train.train_fusion import FusionRecipe
+
+    a, b = two_head_ensemble(tmp_path / "e.pt")
     invoke = CliRunner().invoke
     result = invoke(cli.main, ["audio-branch", str(tmp_path / "e.pt"), "--member", "1", "--out", str(tmp_path / "b.pt")])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -480,15 +487,10 @@ def test_a_face_head_refit_starts_from_a_trained_fusion_and_trains_only_the_temp
     from click.testing import CliRunner
 
     from mer.train import cli
-    from mer.train.checkpoint import save_checkpoint, untrained
-    from mer.train.fusion import combine
+    from mer.train.checkpoint import untrained
     from mer.train.train_fusion import FusionRecipe, build_model, param_groups
 
-    a, spec, _ = untrained("ia", seed=0)
-    b, _, _ = untrained("ia", seed=1)
-    b.visual_model.load_state_dict({k: v for k, v in a.visual_model.state_dict().items()
-                                    if not k.startswith(("conv1d", "classifier"))}, strict=False)
-    save_checkpoint(tmp_path / "e.pt", combine([a, b]), spec, "two heads")
+    a, b = two_head_ensemble(tmp_path / "e.pt")
     recipe = FusionRecipe(fusion="ia", audio_norm="none", face_head_only=True)
     head = cli._head_state(tmp_path / "e.pt", recipe, member=1)
     new_trunk = untrained("ia", seed=2)[0].visual_model.state_dict()

@@ -563,11 +563,11 @@ def fusion(recipe, corpora: str, folds: tuple[str, ...], trunk: Path, audio_init
             continue
         audio_state = None if str(audio_init) == "none" or init_fusion else \
             _audio_state(audio_init / f"audio-{fold.name}.pt", recipe)
-        head_state = init_fusion and _head_state(init_fusion / f"{fold.name}-last.pt", recipe)
+        head_state = _head_state(init_fusion / f"{fold.name}-last.pt", recipe) if init_fusion else None
         done.parent.mkdir(parents=True, exist_ok=True)
         _, result, logits = train_fusion_fold(views, faces, pools, fold_split(views, fold, names), recipe, trunk_state,
                                               audio_state, log=click.echo, last_weights=out / fusion / f"{fold.name}-last.pt",
-                                              head_state=head_state or None)
+                                              head_state=head_state)
         np.savez(out / fusion / f"{fold.name}-logits.npz",
                  **{f"{part}_{key}": value for part, d in logits.items() for key, value in d.items()})
         _write(done, result)  # type: ignore[arg-type]
@@ -1014,14 +1014,14 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, init_fusion: Path 
     from .speech_views import SpeechSplit
     from .train_fusion import train_fusion_fold
 
-    head_state = init_fusion and _head_state(init_fusion, recipe, init_member)  # before the data: fail fast
+    head_state = _head_state(init_fusion, recipe, init_member) if init_fusion else None  # before the data: fail fast
     views, names, faces, pools, trunk_state = _fusion_inputs(corpora, trunk, recipe)
     everyone = np.flatnonzero(np.isin(views.corpus, names))
     # No speaker is left for selection: the epoch count comes from the cross-validation, and the
     # final epoch is kept (the validation/test rows are on training speakers: not a score).
     split = SpeechSplit("all", everyone, views.where("ravdess"), views.where("ravdess"))
-    audio_state = None if str(audio_init) == "none" or head_state else _audio_state(audio_init, recipe)
-    if head_state:
+    audio_state = None if str(audio_init) == "none" or init_fusion else _audio_state(audio_init, recipe)
+    if init_fusion:
         audio_note = (f"as in fusion head {init_member} of {init_fusion}, "
                       + ("which is kept but for its temporal face head, retrained on this trunk" if recipe.face_head_only
                          else "where this fusion started"))
@@ -1030,7 +1030,7 @@ def ship(recipe, corpora: str, trunk: Path, audio_init: Path, init_fusion: Path 
         if audio_state and recipe.audio_frozen:
             audio_note += ", kept frozen"
     model, result, _ = train_fusion_fold(views, faces, pools, split, recipe, trunk_state, audio_state,
-                                         log=click.echo, keep_last=True, head_state=head_state or None)
+                                         log=click.echo, keep_last=True, head_state=head_state)
     out = out or bundled_checkpoint(recipe.fusion)
     trained_on = _ship_note(recipe, names, trunk, audio_note)
     save_checkpoint(out, model, dataclasses.replace(DEFAULT_SPEC, n_mfcc=recipe.n_mfcc), trained_on, history=result["history"])
