@@ -117,6 +117,29 @@ def test_the_mirror_travels_inside_the_graph(real_inputs, tmp_path):
     assert np.abs(got - want).max() < 1e-3
 
 
+def test_the_face_classifier_travels_inside_the_graph(real_inputs, tmp_path):
+    """A model with a face-alone classifier answers a silent clip with it in ONNX Runtime too, and
+    a clip with speech as PyTorch does."""
+    import torch
+
+    from mer.train.fusion import MerModel
+
+    bundled = _model("ia")
+    model = MerModel(**bundled.config(), face_classifier=True)
+    model.load_state_dict(bundled.state_dict(), strict=False)
+    torch.manual_seed(0)
+    model.face_classifier.reset_parameters()
+    path = export_onnx(model.eval(), DEFAULT_SPEC, tmp_path / "face-classifier.onnx", "test")
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["mer.model_config"])["face_classifier"] is True
+    faces, feats = real_inputs
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for mfcc in (feats, np.zeros_like(feats)):
+        with torch.no_grad():
+            want = model(torch.from_numpy(faces), torch.from_numpy(mfcc)).numpy()
+        assert np.abs(session.run(None, {"faces": faces, "mfcc": mfcc})[0] - want).max() < 1e-3
+
+
 def test_mer_export_cli_writes_onnx_and_says_why_tensorrt_was_skipped(tmp_path, clip_factory):
     out = tmp_path / "exports"
     clip = clip_factory("check.mp4", seconds=4.0)

@@ -672,6 +672,91 @@ def test_a_mirrored_model_reads_every_other_frame_as_its_mirror_image():
     np.testing.assert_allclose(face_alone_logits(mirrored, still, as_clips=False, calibrated=False)[0], graph, atol=1e-4)
 
 
+def test_a_face_classifier_answers_the_face_alone_and_leaves_speech_as_it_was():
+    """With a face classifier (`mer-train face-alone`), a clip given no speech is read by it (the mean
+    of its frames' features, mirrored frames included), its log-probabilities mixed with the fusion
+    head's at its share; a clip with speech exactly as before; the still shortcut of eval-faces and
+    calibrate gives what the graph gives 15 copies."""
+    import cv2
+    import torch
+
+    from mer.train.checkpoint import bundled_checkpoint, load_checkpoint
+    from mer.train.face_clips import face_alone_logits
+    from mer.train.fusion import MerModel
+
+    bundled, spec, _ = load_checkpoint(bundled_checkpoint("ia"))
+    model = MerModel(**{k: v for k, v in bundled.config().items() if k != "face_classifier"}, face_classifier=True)
+    missing, _ = model.load_state_dict(bundled.state_dict(), strict=False)
+    assert sorted(missing) == ["face_classifier.bias", "face_classifier.weight", "face_classifier_share"]
+    torch.manual_seed(0)
+    model.face_classifier.reset_parameters()
+    model.eval()
+    face = cv2.resize(read_face(), (224, 224), interpolation=cv2.INTER_AREA)
+    clips = torch.from_numpy(np.stack([np.stack([np.roll(face, 4 * k + 30 * b, axis=1) for k in range(spec.frames)])
+                                       for b in range(2)]))
+    mfcc = torch.randn(2, *spec.mfcc_shape, generator=torch.Generator().manual_seed(0))
+    mfcc[1] = 0  # the second clip is silent
+    with torch.no_grad():
+        got, before = model.raw_logits(clips, mfcc), bundled.eval().raw_logits(clips, mfcc)
+        frames = model.frame_features(model.prepare_faces(clips)).unflatten(0, (2, spec.frames))
+        want = model.face_classifier(frames[1]).mean(0).log_softmax(-1)
+        assert model.config()["face_classifier"] is True
+        np.testing.assert_allclose(got[0].numpy(), before[0].numpy(), atol=1e-5)  # speech: as it was
+        np.testing.assert_allclose(got[1].numpy(), want.numpy(), atol=1e-4)       # silent: the classifier
+        assert (got[1] - before[1]).abs().max() > 0.1
+        model.face_classifier_share.fill_(0.25)  # a share: the log-probabilities mixed
+        np.testing.assert_allclose(model.raw_logits(clips, mfcc)[1].numpy(),
+                                   (0.25 * want + 0.75 * before[1].log_softmax(-1)).numpy(), atol=1e-4)
+        still = np.stack([read_face()])
+        copies = np.repeat(cv2.resize(still[0], (224, 224), interpolation=cv2.INTER_LINEAR)[None, None], spec.frames, 1)
+        graph = model.raw_logits(torch.from_numpy(copies), torch.zeros(1, *spec.mfcc_shape)).numpy()
+    np.testing.assert_allclose(face_alone_logits(model, still, as_clips=False, calibrated=False)[0], graph, atol=1e-4)
+
+
+def test_the_face_classifier_learns_from_the_trunks_training_faces_only():
+    """`face_classifier.fit` reads FER+ train and TFEID's training performers (those repeated), never
+    FER+ valid/test or TFEID's held-out performers, from clean and video views, and learns them."""
+    from mer.train.face_classifier import TFEID_REPEAT, fit, training_rows
+    from mer.train.face_features import FaceFeatures
+
+    rng = np.random.default_rng(0)
+    source = np.array(["ferplus:train"] * 60 + ["ferplus:test"] * 20 + ["tfeid:03"] * 10 + ["tfeid:24"] * 10)
+    labels = np.tile([0, 2, 3, 4, 5, 6, 7, 2, 3, 4], 10)
+    centres = rng.standard_normal((8, 1024)).astype(np.float32)
+    views = centres[labels][:, None] + 0.5 * rng.standard_normal((100, 4, 1024)).astype(np.float32)
+    faces = FaceFeatures(views.astype(np.float16), labels, source, video=(views[:, ::-1] * 0.9).astype(np.float16))
+    rows = training_rows(faces)
+    assert sorted(set(source[rows])) == ["ferplus:train", "tfeid:03"]
+    assert (source[rows] == "tfeid:03").sum() == 10 * TFEID_REPEAT
+    fc = fit(faces, epochs=20)
+    import torch
+
+    with torch.no_grad():
+        pred = fc(torch.from_numpy(views[source == "ferplus:test", 0])).argmax(1).numpy()
+    assert (pred == labels[source == "ferplus:test"]).mean() == 1.0
+
+
+def test_face_alone_refuses_a_trunk_that_is_not_the_models(tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train.checkpoint import bundled_checkpoint
+    from mer.train.cli import main
+    from mer.train.efficientface import EfficientFaceTemporal
+
+    torch.manual_seed(0)
+    other = tmp_path / "other_trunk.pt"
+    torch.save({"state_dict": EfficientFaceTemporal().state_dict(), "size": 112}, other)
+    result = CliRunner().invoke(main, ["face-alone", str(bundled_checkpoint("ia")), "--trunk", str(other),
+                                       "--out", str(tmp_path / "ia.pt")])
+    assert result.exit_code == 1 and "not the face trunk inside" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "ia.pt").exists()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["face-alone", str(junk), "--trunk", str(other), "--out", str(tmp_path / "x.pt")])
+    assert result.exit_code == 1 and "junk.pt" in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_mirror_features_draw_the_cached_views_again_and_mirror_them():
     """`mer-train mirror-folds` scores a fold's own evaluation clips as a mirrored model sees them:
     for the rows asked, the trunk's features of the mirror image of exactly the views `extract`

@@ -111,15 +111,17 @@ def main() -> None:
 @click.option("--video-aug", default=0.0, show_default=True,
               help="Video degradations (blur, low resolution, JPEG, occluded mouth): probability scale, 0 = off.")
 @click.option("--tfeid-repeat", default=1, show_default=True, help="TFEID training photos repeated per epoch.")
+@click.option("--ema", default=0.0, show_default=True,
+              help="Also keep a moving average of the weights (decay per step; 0: off), kept when FER+ valid prefers it.")
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.pass_context
 def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, video_aug: float, tfeid_repeat: int,
-          threads: int) -> None:
+          ema: float, threads: int) -> None:
     """Pretrain the face trunk on FER+ and TFEID (resumes from OUT/last.pt)."""
     from . import pretrain_faces
 
     ctx.invoke(pretrain_faces.main, out=out, epochs=epochs, size=size, lr=lr, init=init, video_aug=video_aug,
-               tfeid_repeat=tfeid_repeat, threads=threads)
+               tfeid_repeat=tfeid_repeat, ema=ema, threads=threads)
 
 
 @main.command("eval-faces")
@@ -1069,6 +1071,98 @@ def audio_branch(model: Path, member: int, out: Path) -> None:
                 "origin": f"taken from fusion head {member} of {model}, trained on the same speech"},
                out)
     click.echo(f"wrote {out}: the audio branch of fusion head {member} of {model}")
+
+
+@main.command("face-alone")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trunk", type=click.Path(path_type=Path), required=True,
+              help="The face trunk inside MODEL, as a checkpoint file (its cached features are what is fitted on).")
+@click.option("--epochs", default=6, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def face_alone(model: Path, trunk: Path, epochs: int, out: Path) -> None:
+    """Give MODEL a face-alone classifier: a clip with a face and no speech is then read by a linear
+    classifier over its frames' trunk features (fitted here on FER+ train and TFEID 01-23, clean and
+    degraded as video), its log-probabilities mixed with the fusion head's at the share FER+ valid
+    prefers. Speech conditions are untouched. The face-alone temperature is reset to 1: run
+    `mer-train calibrate --face-alone-only` on OUT next."""
+    import torch
+
+    from mer.runtime.contract import CONDITIONS
+
+    from . import face_classifier
+    from .checkpoint import model_of
+    from .fusion import TRUNK_MODULES
+
+    if out.resolve() == model.resolve():
+        raise click.BadParameter(f"{out} is MODEL: write the new model elsewhere", param_hint="--out")
+    try:
+        blob = torch.load(model, map_location="cpu", weights_only=False)
+        if not isinstance(blob, dict) or blob.get("format") != "mer/1":
+            raise ValueError(f"{model}: not a mer fusion checkpoint")
+        inside = model_of(blob, model).visual_model.state_dict()
+    except Exception as exc:  # a junk file fails inside torch.load in many ways; each is one line here
+        raise click.ClickException(str(exc) if isinstance(exc, ValueError) else
+                                   f"{model}: not a mer fusion checkpoint ({type(exc).__name__})") from None
+    try:
+        own = {k: v for k, v in _trunk_state(trunk).items() if k.split(".")[0] in TRUNK_MODULES}
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        raise click.ClickException(f"{trunk}: not a face-trunk checkpoint ({type(exc).__name__})") from None
+    if not own or any(k not in inside or not torch.equal(v, inside[k]) for k, v in own.items()):
+        raise click.ClickException(f"{trunk}: not the face trunk inside {model}")
+    fc = face_classifier.fit(_face_features(trunk, blob["config"]["face_size"]), epochs=epochs)
+    blob["config"]["face_classifier"] = True
+    blob["state_dict"] |= {"face_classifier.weight": fc.weight.detach().clone(),
+                           "face_classifier.bias": fc.bias.detach().clone(), "face_classifier_share": torch.ones(())}
+    share, table = _face_classifier_share(model_of(blob, out), data_dir() / "faces" / "ferplus.npz")
+    blob["state_dict"]["face_classifier_share"] = torch.tensor(share)
+    if "temperature" in blob["state_dict"]:
+        blob["state_dict"]["temperature"][CONDITIONS.index("video_only")] = 1.0
+    (blob.get("calibration") or {}).pop("video_only", None)
+    blob["face_classifier"] = {"share": share, "chosen_on": "FER+ valid stills, mean of accuracy and UAR "
+                                                            "(calm counted as neutral)", "candidates": table}
+    blob["trained_on"] += (f"; the face alone also read by a linear classifier over the trunk's features ({epochs} "
+                           f"epochs on FER+ train and TFEID performers 01-23, clean and degraded as video), "
+                           f"{share:.0%} of its answer")
+    model_of(blob, out)  # it must load as it will be loaded
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(blob, out.with_suffix(".tmp"))
+    out.with_suffix(".tmp").replace(out)
+    for row in table:
+        click.echo(f"  classifier share {row['share']:.2f}: FER+ valid accuracy {row['accuracy']:.3f}, "
+                   f"UAR {row['uar']:.3f}")
+    click.echo(f"wrote {out}: a face-alone classifier on {model}'s trunk, share {share:.2f}; its face-alone "
+               f"temperature reset to 1 (next: mer-train calibrate --face-alone-only --checkpoint {out})")
+
+
+def _face_classifier_share(model, fer_path: Path, shares=(0.0, 0.25, 0.5, 0.75, 1.0)) -> tuple[float, list[dict]]:
+    """The face classifier's share of the face-alone answer that FER+ valid stills read best (the mean
+    of accuracy and UAR, calm counted as neutral: accuracy alone would favour the classifier, which
+    learnt FER+'s label mix and finds its rare fear and disgust less often than the fusion head)."""
+    import torch
+
+    from .calibrate import face_labels, face_scores, softmax
+    from .face_clips import face_alone_logits
+    from .face_data import load_ferplus
+
+    if not fer_path.exists():
+        raise click.ClickException(f"{fer_path}: not found (the face classifier's share is chosen on FER+ valid)")
+    fer = load_ferplus(fer_path)
+    valid = fer.subset(fer.groups == "valid")
+    ends = {}
+    for end in (0.0, 1.0):  # the head alone and the classifier alone; the graph mixes their log-probabilities
+        model.face_classifier_share.fill_(end)
+        ends[end] = torch.from_numpy(face_alone_logits(model, valid.images, as_clips=False, calibrated=False)[0])
+    labels = face_labels(valid.labels)
+    table = []
+    for share in shares:
+        z = share * ends[1.0].log_softmax(-1) + (1 - share) * ends[0.0].log_softmax(-1)
+        pred = face_scores(softmax(z.numpy())).argmax(1)
+        uar = float(np.mean([(pred[labels == c] == c).mean() for c in np.unique(labels)]))
+        table.append({"share": share, "accuracy": float((pred == labels).mean()), "uar": uar})
+    best = max(table, key=lambda r: (r["accuracy"] + r["uar"]) / 2)
+    return best["share"], table
 
 
 @main.command()

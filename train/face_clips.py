@@ -113,7 +113,8 @@ def face_alone_logits(model: torch.nn.Module, images: np.ndarray, as_clips: bool
             still = np.stack([cv2.resize(np.repeat(im[:, :, None], 3, 2) if im.ndim == 2 else im, (side, side),
                                          interpolation=cv2.INTER_LINEAR) for im in images[s:s + batch]])
             feats = model.still_frame_features(model.prepare_faces(torch.from_numpy(still)[:, None]))
-            logits.append(model.forward_features(feats, silence.expand(len(still), -1, -1)))
+            logits.append(model.forward_features(feats, silence.expand(len(still), -1, -1),
+                                                 torch.ones(len(still), dtype=torch.bool)))
     z = torch.cat(logits)
     if calibrated:
         z = model.calibrated(z, face_only.expand(len(z)))

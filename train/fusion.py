@@ -14,7 +14,7 @@ from mer.runtime.contract import CONDITIONS, FUSIONS
 
 from .attention import Attention, AttentionBlock
 from .audio_cnn import AudioCNN
-from .efficientface import EfficientFaceTemporal
+from .efficientface import FEATURE_DIM, EfficientFaceTemporal
 
 E_DIM = 128        # stage-2 width of both branches
 VIDEO_STAGE1 = 64  # stage-1 width of the visual branch
@@ -28,7 +28,7 @@ class MerModel(nn.Module):
     def __init__(self, fusion: str = "ia", n_mfcc: int = 10, num_classes: int = 8,
                  num_frames: int = 15, image_size: int = 224, face_size: int = 224, num_heads: int = 1,
                  audio_norm: str = "none", audio_width: int = 1, audio_dilation: int = 1, members: int = 1,
-                 mirror_faces: bool = False):
+                 mirror_faces: bool = False, face_classifier: bool = False):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -42,6 +42,8 @@ class MerModel(nn.Module):
             self._config["members"] = members
         if mirror_faces:  # likewise absent when off
             self._config["mirror_faces"] = True
+        if face_classifier:  # likewise
+            self._config["face_classifier"] = True
         self.mirror_faces = mirror_faces
         self.fusion = fusion
         self.num_frames = num_frames
@@ -67,7 +69,7 @@ class MerModel(nn.Module):
         # then calibrated once (this model's buffers; a head's own stay at 1 and 0, unused).
         if members < 1:
             raise ValueError(f"members must be >= 1, got {members}")
-        single = {k: v for k, v in self._config.items() if k not in ("members", "mirror_faces")}
+        single = {k: v for k, v in self._config.items() if k not in ("members", "mirror_faces", "face_classifier")}
         self.heads = nn.ModuleList(MerModel(**single) for _ in range(members - 1))
         for head in self.heads:
             for name in TRUNK_MODULES:
@@ -78,6 +80,17 @@ class MerModel(nn.Module):
         # one learnt the calibration set's label mix, not the faces: see calibrate.py).
         self.register_buffer("temperature", torch.ones(len(CONDITIONS)))
         self.register_buffer("class_bias", torch.zeros(len(CONDITIONS), num_classes))
+        # The face alone (a face and no speech), read by a linear classifier over the trunk's
+        # features averaged over the clip instead of by the fusion head (`mer-train face-alone`
+        # fits it on the trunk's own training faces). The fusion head learnt the face-alone case
+        # only through modality dropout, from 15 views of one still; the classifier reads each
+        # frame as the trunk was trained to, and held-out faces read better (MODEL_CARD.md).
+        self.face_classifier = nn.Linear(FEATURE_DIM, num_classes) if face_classifier else None
+        if face_classifier:
+            # Its share of the face-alone answer (log-probabilities mixed with the fusion head's):
+            # the head, trained on class-balanced draws, finds FER+'s rare fear and disgust more
+            # often; `mer-train face-alone` chooses the share on FER+ valid.
+            self.register_buffer("face_classifier_share", torch.ones(()))
 
     def config(self) -> dict:
         """Constructor arguments, stored in checkpoints so a model can be rebuilt from one."""
@@ -96,11 +109,15 @@ class MerModel(nn.Module):
         return nn.functional.conv2d(x, self._face_kernel, stride=(f, f * c))
 
     def forward(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
-        return self.calibrated(self.raw_logits(faces, mfcc), self.condition(faces, mfcc))
+        condition = self.condition(faces, mfcc)
+        return self.calibrated(self.raw_logits(faces, mfcc, condition), condition)
 
-    def raw_logits(self, faces: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+    def raw_logits(self, faces: torch.Tensor, mfcc: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """The logits before calibration (what calibration is fitted on)."""
-        return self.forward_features(self.frame_features(self.prepare_faces(faces)), mfcc)
+        if condition is None:
+            condition = self.condition(faces, mfcc)
+        face_alone = condition == CONDITIONS.index("video_only")
+        return self.forward_features(self.frame_features(self.prepare_faces(faces)), mfcc, face_alone)
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk features (B * T, 1024) of prepared face frames (B * T, 3, S, S).
@@ -138,16 +155,29 @@ class MerModel(nn.Module):
         no_audio = mfcc.reshape(mfcc.shape[0], -1).abs().amax(1) == 0
         return torch.where(no_face, 1, torch.where(no_audio, 2, 0))
 
-    def forward_features(self, frame_feats: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, frame_feats: torch.Tensor, mfcc: torch.Tensor,
+                         face_alone: torch.Tensor | None = None) -> torch.Tensor:
         """Logits from per-frame trunk features (B * T, 1024) and MFCC (B, n_mfcc, T_a); an
-        ensemble's are the mean of its heads'.
+        ensemble's are the mean of its heads'. `face_alone` (B,) bool marks the samples given no
+        speech: with a face classifier, theirs mix its log-probabilities with the heads'.
 
         Training with a frozen trunk enters here with cached features.
         """
         logits = self._head_logits(frame_feats, mfcc)
         for head in self.heads:
             logits = logits + head._head_logits(frame_feats, mfcc)
-        return logits / (1 + len(self.heads))
+        logits = logits / (1 + len(self.heads))
+        if self.face_classifier is None or face_alone is None:
+            return logits
+        share = self.face_classifier_share
+        mixed = (share * self.face_alone_logits(frame_feats).log_softmax(-1)
+                 + (1 - share) * logits.log_softmax(-1))
+        return torch.where(face_alone[:, None], mixed, logits)
+
+    def face_alone_logits(self, frame_feats: torch.Tensor) -> torch.Tensor:
+        """The face classifier's logits (B, classes) of per-frame features (B * T, 1024): the
+        classifier is linear, so reading the clip's mean feature is the mean of its frames' logits."""
+        return self.face_classifier(frame_feats.unflatten(0, (-1, self.num_frames)).mean(1))
 
     def _head_logits(self, frame_feats: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         audio = self.audio_model.forward_stage1(mfcc)             # (B, 128, Ta)

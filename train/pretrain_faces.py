@@ -83,8 +83,11 @@ def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256, mirr
               help="Probability scale of video degradations (blur, low resolution, JPEG, occluded mouth; 0: off).")
 @click.option("--tfeid-repeat", default=1, show_default=True,
               help="TFEID training photos repeated this many times per epoch (colour faces at the runtime's framing).")
+@click.option("--ema", default=0.0, show_default=True,
+              help="Also keep an exponential moving average of the weights with this decay per step (0: off); "
+              "each epoch the average is scored too, and kept when FER+ valid prefers it.")
 def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int, seed: int, init: Path | None,
-         video_aug: float, tfeid_repeat: int) -> None:
+         video_aug: float, tfeid_repeat: int, ema: float) -> None:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -101,7 +104,11 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
 
     model = FaceClassifier()
     if init is not None:
-        model.trunk.load_state_dict(torch.load(init, map_location="cpu", weights_only=False)["state_dict"], strict=False)
+        start = torch.load(init, map_location="cpu", weights_only=False)
+        model.trunk.load_state_dict(start["state_dict"], strict=False)
+        if "fc" in start:  # a trunk that kept its classifier: a new random head would first undo it
+            model.fc.load_state_dict(start["fc"])
+    averaged = _ema_model(model, ema) if ema else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = len(images) // batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
@@ -110,6 +117,8 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
     if ckpt_path.exists():  # resume
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        if averaged is not None and "ema" in ck:
+            averaged.load_state_dict(ck["ema"])
         start_epoch, best = ck["epoch"] + 1, ck["best"]
         print(f"resumed from epoch {ck['epoch']}", flush=True)
     gen = torch.Generator().manual_seed(seed)
@@ -129,25 +138,45 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step(); sched.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             seen += len(idx); loss_sum += loss.item() * len(idx)
             if step % 50 == 0:
                 print(f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss_sum / seen:.4f} "
                       f"{seen / (time.time() - t0):.1f} img/s", flush=True)
         row = {"epoch": epoch, "loss": loss_sum / seen, "seconds": time.time() - t0,
-               "ferplus_valid": evaluate(model, valid, size), "ferplus_test": evaluate(model, test, size),
-               "tfeid_test_performers": evaluate(model, tfeid_held, size)}
+               **_scores(model, valid, test, tfeid_held, size)}
+        candidates = [(model, row)]
+        if averaged is not None:
+            row["ema"] = _scores(averaged.module, valid, test, tfeid_held, size)
+            candidates.append((averaged.module, row["ema"]))
         print(json.dumps(row), flush=True)
         log.write(json.dumps(row) + "\n"); log.flush()
-        if row["ferplus_valid"]["accuracy"] > best:
-            best = row["ferplus_valid"]["accuracy"]
-            # The recipe travels with the weights: `mer-train ship` names a video fine-tune in the
-            # model's trained-on line from `video_aug`.
-            torch.save({"state_dict": model.trunk.state_dict(), "fc": model.fc.state_dict(),
-                        "size": size, "epoch": epoch, "metrics": row, "video_aug": video_aug,
-                        "init": str(init) if init else None, "tfeid_repeat": tfeid_repeat}, out / "best_trunk.pt")
+        for weights, scores in candidates:
+            if scores["ferplus_valid"]["accuracy"] > best:
+                best = scores["ferplus_valid"]["accuracy"]
+                # The recipe travels with the weights: `mer-train ship` names a video fine-tune in the
+                # model's trained-on line from `video_aug`.
+                torch.save({"state_dict": weights.trunk.state_dict(), "fc": weights.fc.state_dict(),
+                            "size": size, "epoch": epoch, "metrics": row, "video_aug": video_aug,
+                            "init": str(init) if init else None, "tfeid_repeat": tfeid_repeat,
+                            "averaged": weights is not model}, out / "best_trunk.pt")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch, "best": best}, ckpt_path)
+                    "epoch": epoch, "best": best, **({"ema": averaged.state_dict()} if averaged is not None else {})},
+                   ckpt_path)
 
+
+def _ema_model(model: nn.Module, decay: float) -> nn.Module:
+    """A moving average of `model`'s weights and batch-norm statistics (`use_buffers`: the average
+    is scored as it stands, without another pass over the data to re-estimate its statistics)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _scores(model: nn.Module, valid: FaceSet, test: FaceSet, tfeid_held: FaceSet, size: int) -> dict:
+    return {"ferplus_valid": evaluate(model, valid, size), "ferplus_test": evaluate(model, test, size),
+            "tfeid_test_performers": evaluate(model, tfeid_held, size)}
 
 if __name__ == "__main__":
     main()
