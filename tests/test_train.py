@@ -739,6 +739,27 @@ def test_the_face_classifier_learns_from_the_trunks_training_faces_only():
     assert (pred == labels[source == "ferplus:test"]).mean() == 1.0
 
 
+def test_a_models_own_trunk_is_written_once_named_by_its_weights(tmp_path, monkeypatch):
+    """`face-alone` without --trunk fits on MODEL's own trunk: written once as a trunk checkpoint
+    named by its weights (so its cached features are reused), holding exactly the trunk's tensors."""
+    import torch
+
+    from mer.train import cli
+    from mer.train.checkpoint import bundled_checkpoint, load_checkpoint
+    from mer.train.fusion import TRUNK_MODULES
+
+    monkeypatch.setattr(cli, "RUNS", tmp_path)
+    visual = load_checkpoint(bundled_checkpoint("ia"))[0].visual_model.state_dict()
+    path = cli._trunk_file(visual, 112, bundled_checkpoint("ia"))
+    stamp = path.stat().st_mtime_ns
+    assert cli._trunk_file(visual, 112, bundled_checkpoint("ia")) == path and path.stat().st_mtime_ns == stamp
+    blob = torch.load(path, weights_only=False)
+    assert blob["size"] == 112 and set(blob["state_dict"]) == {k for k in visual if k.split(".")[0] in TRUNK_MODULES}
+    assert all(torch.equal(v, visual[k]) for k, v in blob["state_dict"].items())
+    other = {k: v + 1 if k == "conv1.0.weight" else v for k, v in visual.items()}
+    assert cli._trunk_file(other, 112, bundled_checkpoint("ia")) != path
+
+
 def test_face_alone_refuses_a_trunk_that_is_not_the_models(tmp_path):
     import torch
     from click.testing import CliRunner

@@ -1075,11 +1075,12 @@ def audio_branch(model: Path, member: int, out: Path) -> None:
 
 @main.command("face-alone")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--trunk", type=click.Path(path_type=Path), required=True,
-              help="The face trunk inside MODEL, as a checkpoint file (its cached features are what is fitted on).")
+@click.option("--trunk", type=click.Path(path_type=Path), default=None,
+              help="The face trunk inside MODEL as a checkpoint file, whose cached features to fit on "
+                   "(default: MODEL's own, written once to runs/trunks/).")
 @click.option("--epochs", default=6, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-def face_alone(model: Path, trunk: Path, epochs: int, out: Path) -> None:
+def face_alone(model: Path, trunk: Path | None, epochs: int, out: Path) -> None:
     """Give MODEL a face-alone classifier: a clip with a face and no speech is then read by a linear
     classifier over its frames' trunk features (fitted here on FER+ train and TFEID 01-23, clean and
     degraded as video), its log-probabilities mixed with the fusion head's at the share FER+ valid
@@ -1103,6 +1104,8 @@ def face_alone(model: Path, trunk: Path, epochs: int, out: Path) -> None:
     except Exception as exc:  # a junk file fails inside torch.load in many ways; each is one line here
         raise click.ClickException(str(exc) if isinstance(exc, ValueError) else
                                    f"{model}: not a mer fusion checkpoint ({type(exc).__name__})") from None
+    if trunk is None:
+        trunk = _trunk_file(inside, blob["config"]["face_size"], model)
     try:
         own = {k: v for k, v in _trunk_state(trunk).items() if k.split(".")[0] in TRUNK_MODULES}
     except click.ClickException:
@@ -1134,6 +1137,26 @@ def face_alone(model: Path, trunk: Path, epochs: int, out: Path) -> None:
                    f"UAR {row['uar']:.3f}")
     click.echo(f"wrote {out}: a face-alone classifier on {model}'s trunk, share {share:.2f}; its face-alone "
                f"temperature reset to 1 (next: mer-train calibrate --face-alone-only --checkpoint {out})")
+
+
+def _trunk_file(visual_state: dict, size: int, model: Path) -> Path:
+    """A fusion's face trunk as a trunk checkpoint, named by its weights and written once, so its
+    cached features (keyed by the file) are computed once however many models share it."""
+    import hashlib
+
+    import torch
+
+    from .fusion import TRUNK_MODULES
+
+    state = {k: v for k, v in visual_state.items() if k.split(".")[0] in TRUNK_MODULES}
+    digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()[:12]
+    path = RUNS / "trunks" / f"trunk-{digest}.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": state, "size": size, "note": f"the face trunk inside {model}"}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        click.echo(f"wrote {path}: the face trunk inside {model}")
+    return path
 
 
 def _face_classifier_share(model, fer_path: Path, shares=(0.0, 0.25, 0.5, 0.75, 1.0)) -> tuple[float, list[dict]]:
