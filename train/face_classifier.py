@@ -1,11 +1,13 @@
 """The face-alone classifier: a linear read of the face trunk's features, fitted on the trunk's own
-training faces, that answers for a clip given no speech (MerModel.face_alone_logits).
+training faces, that answers, with the fusion head, for a clip given no speech
+(MerModel.face_alone_logits; its share of the answer is chosen on FER+ valid by `mer-train face-alone`).
 
-Why not the fusion head: it meets the face-alone case only through modality dropout, and learns it
-from cached features of 15 views of one still, behind a temporal head fitted on the same training
-faces. A linear classifier over the same features has far fewer ways to overfit them, reads each
-frame as the trunk's own classifier was trained to, and measured better on held-out faces
-(MODEL_CARD.md, *Face alone*).
+Why not the fusion head alone: it meets the face-alone case only through modality dropout, and
+learns it from cached features of 15 views of one still, behind a temporal head fitted on the same
+training faces. A linear classifier over the same features has far fewer ways to overfit them,
+reads each frame as the trunk's own classifier was trained to, and measured better on held-out
+faces (MODEL_CARD.md, *The face alone read by a classifier over the trunk*). The head, trained on
+class-balanced draws, still finds rare classes more often, hence the mix.
 """
 from __future__ import annotations
 

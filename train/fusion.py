@@ -80,11 +80,11 @@ class MerModel(nn.Module):
         # one learnt the calibration set's label mix, not the faces: see calibrate.py).
         self.register_buffer("temperature", torch.ones(len(CONDITIONS)))
         self.register_buffer("class_bias", torch.zeros(len(CONDITIONS), num_classes))
-        # The face alone (a face and no speech), read by a linear classifier over the trunk's
-        # features averaged over the clip instead of by the fusion head (`mer-train face-alone`
-        # fits it on the trunk's own training faces). The fusion head learnt the face-alone case
-        # only through modality dropout, from 15 views of one still; the classifier reads each
-        # frame as the trunk was trained to, and held-out faces read better (MODEL_CARD.md).
+        # The face alone (a face and no speech) is also read by a linear classifier over the
+        # trunk's features averaged over the clip (`mer-train face-alone` fits it on the trunk's
+        # own training faces). The fusion head learnt the face-alone case only through modality
+        # dropout, from 15 views of one still; the classifier reads each frame as the trunk was
+        # trained to, and held-out faces read better with it (MODEL_CARD.md).
         self.face_classifier = nn.Linear(FEATURE_DIM, num_classes) if face_classifier else None
         if face_classifier:
             # Its share of the face-alone answer (log-probabilities mixed with the fusion head's):

@@ -178,5 +178,6 @@ def _scores(model: nn.Module, valid: FaceSet, test: FaceSet, tfeid_held: FaceSet
     return {"ferplus_valid": evaluate(model, valid, size), "ferplus_test": evaluate(model, test, size),
             "tfeid_test_performers": evaluate(model, tfeid_held, size)}
 
+
 if __name__ == "__main__":
     main()
