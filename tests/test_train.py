@@ -421,6 +421,49 @@ def tiny_ferplus(shared):
     return shared
 
 
+def test_face_pretraining_keeps_a_moving_average_and_the_classifier_it_started_from(tmp_path):
+    """`mer-train faces --ema`: each epoch scores the averaged weights too and keeps whichever FER+
+    valid prefers (the checkpoint says which), the average resumes with the run, and `--init` starts
+    from the trunk's classifier as well as its trunk. On real faces: a FER+-format file of one face
+    and a TFEID-format tree of two, re-cropped by the runtime's cropper."""
+    import cv2
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train.pretrain_faces import main as pretrain
+
+    shared = tiny_ferplus(tmp_path / "shared")
+    blob = dict(np.load(shared / "data" / "faces" / "ferplus.npz"))
+    blob["split"] = np.array(["train"] * 4 + ["valid"] * 4 + ["test"] * 4)
+    np.savez(shared / "data" / "faces" / "ferplus.npz", **blob)
+    tfeid = shared / "data" / "faces" / "tfeid"
+    (tfeid / "images").mkdir(parents=True)
+    face = read_face()
+    rows = ["file,performer,performance_type,view,expression"]
+    for i, (performer, expression) in enumerate([("03", "happy"), ("24", "sad")]):
+        cv2.imwrite(str(tfeid / "images" / f"{i}.jpg"), cv2.copyMakeBorder(face, 60, 60, 60, 60, cv2.BORDER_CONSTANT)[:, :, ::-1])
+        rows.append(f"{i}.jpg,{performer},0,1,{expression}")
+    (tfeid / "labels.csv").write_text("\n".join(rows) + "\n")
+    args = ["--epochs", "2", "--batch", "2", "--size", "64", "--threads", "1", "--ema", "0.5", "--tfeid-repeat", "2"]
+    runner = CliRunner(env={"MER_SHARED": str(shared)})
+    result = runner.invoke(pretrain, ["--out", str(tmp_path / "a"), *args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1] and all("ema" in r and "ferplus_valid" in r["ema"] for r in log)
+    best = torch.load(tmp_path / "a" / "best_trunk.pt", weights_only=False)
+    assert isinstance(best["averaged"], bool) and "ema" in torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    result = runner.invoke(pretrain, ["--out", str(tmp_path / "a"), *args])
+    assert result.exit_code == 0 and "resumed from epoch 1" in result.output
+    assert len((tmp_path / "a" / "log.jsonl").read_text().splitlines()) == 2
+    # --init: the first step starts from the classifier the trunk kept, not a random one.
+    result = runner.invoke(pretrain, ["--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "best_trunk.pt"),
+                                      "--epochs", "1", "--seed", "2", *args[2:]])  # another seed: another random head
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    again = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    drift = (again["fc.weight"] - best["fc"]["weight"]).abs().max()
+    assert drift < 0.5 * best["fc"]["weight"].abs().max()
+
+
 def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp_path):
     from click.testing import CliRunner
 
