@@ -373,7 +373,13 @@ def _trunk(path: Path) -> dict:
 
     if not path.is_file():
         raise click.ClickException(f"{path}: no pretrained face trunk (run `mer-train faces` first)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # pickle and zip errors alike: the file is not a torch checkpoint
+        raise click.ClickException(f"{path}: not a torch checkpoint ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        raise click.ClickException(f"{path}: not a face-trunk checkpoint (no state_dict)")
+    return blob
 
 
 def _trunk_state(path: Path) -> dict:
@@ -446,6 +452,12 @@ def _audio_origin(path: Path) -> str:
 def _fusion_heads(path: Path) -> tuple[dict, list]:
     """(config, heads) of a fusion checkpoint (`ship`, `combine`, a fold's <fold>-last.pt): heads[0]
     the model itself, heads[k] an ensemble's k-th member."""
+    blob, fused = _fusion_checkpoint(path)
+    return blob["config"], [fused, *fused.heads]
+
+
+def _fusion_checkpoint(path: Path):
+    """(blob, model) of a fusion checkpoint file, or a one-line error saying why it is not one."""
     import torch
 
     from .checkpoint import model_of
@@ -459,10 +471,9 @@ def _fusion_heads(path: Path) -> tuple[dict, list]:
     if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
         raise click.ClickException(f"{path}: not a fusion checkpoint (no config and weights)")
     try:
-        fused = model_of(blob, path)
+        return blob, model_of(blob, path)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    return blob["config"], [fused, *fused.heads]
 
 
 def _head(heads: list, member: int, path: Path, member_option: str):
@@ -1092,26 +1103,15 @@ def face_alone(model: Path, trunk: Path | None, epochs: int, out: Path) -> None:
 
     from . import face_classifier
     from .checkpoint import model_of
-    from .fusion import TRUNK_MODULES
+    from .fusion import trunk_only
 
     if out.resolve() == model.resolve():
         raise click.BadParameter(f"{out} is MODEL: write the new model elsewhere", param_hint="--out")
-    try:
-        blob = torch.load(model, map_location="cpu", weights_only=False)
-        if not isinstance(blob, dict) or blob.get("format") != "mer/1":
-            raise ValueError(f"{model}: not a mer fusion checkpoint")
-        inside = model_of(blob, model).visual_model.state_dict()
-    except Exception as exc:  # a junk file fails inside torch.load in many ways; each is one line here
-        raise click.ClickException(str(exc) if isinstance(exc, ValueError) else
-                                   f"{model}: not a mer fusion checkpoint ({type(exc).__name__})") from None
+    blob, fused = _fusion_checkpoint(model)
+    inside = fused.visual_model.state_dict()
     if trunk is None:
         trunk = _trunk_file(inside, blob["config"]["face_size"], model)
-    try:
-        own = {k: v for k, v in _trunk_state(trunk).items() if k.split(".")[0] in TRUNK_MODULES}
-    except click.ClickException:
-        raise
-    except Exception as exc:
-        raise click.ClickException(f"{trunk}: not a face-trunk checkpoint ({type(exc).__name__})") from None
+    own = trunk_only(_trunk_state(trunk))
     if not own or any(k not in inside or not torch.equal(v, inside[k]) for k, v in own.items()):
         raise click.ClickException(f"{trunk}: not the face trunk inside {model}")
     fc = face_classifier.fit(_face_features(trunk, blob["config"]["face_size"]), epochs=epochs)
@@ -1128,7 +1128,6 @@ def face_alone(model: Path, trunk: Path | None, epochs: int, out: Path) -> None:
     blob["trained_on"] += (f"; the face alone also read by a linear classifier over the trunk's features ({epochs} "
                            f"epochs on FER+ train and TFEID performers 01-23, clean and degraded as video), "
                            f"{share:.0%} of its answer")
-    model_of(blob, out)  # it must load as it will be loaded
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(blob, out.with_suffix(".tmp"))
     out.with_suffix(".tmp").replace(out)
@@ -1146,9 +1145,9 @@ def _trunk_file(visual_state: dict, size: int, model: Path) -> Path:
 
     import torch
 
-    from .fusion import TRUNK_MODULES
+    from .fusion import trunk_only
 
-    state = {k: v for k, v in visual_state.items() if k.split(".")[0] in TRUNK_MODULES}
+    state = trunk_only(visual_state)
     digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()[:12]
     path = RUNS / "trunks" / f"trunk-{digest}.pt"
     if not path.exists():
@@ -1168,6 +1167,7 @@ def _face_classifier_share(model, fer_path: Path, shares=(0.0, 0.25, 0.5, 0.75, 
     from .calibrate import face_labels, face_scores, softmax
     from .face_clips import face_alone_logits
     from .face_data import load_ferplus
+    from .metrics import summarise
 
     if not fer_path.exists():
         raise click.ClickException(f"{fer_path}: not found (the face classifier's share is chosen on FER+ valid)")
@@ -1181,9 +1181,8 @@ def _face_classifier_share(model, fer_path: Path, shares=(0.0, 0.25, 0.5, 0.75, 
     table = []
     for share in shares:
         z = share * ends[1.0].log_softmax(-1) + (1 - share) * ends[0.0].log_softmax(-1)
-        pred = face_scores(softmax(z.numpy())).argmax(1)
-        uar = float(np.mean([(pred[labels == c] == c).mean() for c in np.unique(labels)]))
-        table.append({"share": share, "accuracy": float((pred == labels).mean()), "uar": uar})
+        scores = summarise(labels, face_scores(softmax(z.numpy())).argmax(1))
+        table.append({"share": share, "accuracy": scores["accuracy"], "uar": scores["uar"]})
     best = max(table, key=lambda r: (r["accuracy"] + r["uar"]) / 2)
     return best["share"], table
 

@@ -204,6 +204,11 @@ class MerModel(nn.Module):
         return self.classifier_1(torch.cat((pooled_a, pooled_v), dim=-1))
 
 
+def trunk_only(visual_state: dict) -> dict:
+    """The per-frame face trunk's tensors of an EfficientFaceTemporal state dict (not its temporal head)."""
+    return {k: v for k, v in visual_state.items() if k.split(".")[0] in TRUNK_MODULES}
+
+
 def build_model(config: dict) -> MerModel:
     return MerModel(**config)
 
