@@ -6,7 +6,7 @@
     python benchmarks/latency.py --quick --against old/ia.onnx   # the bundled ia's model time against another file
 
 For every available backend x precision x fusion: per-stage latency of `Recognizer.predict`
-(decode, faces, mfcc, model, total) as p50/p95/p99 after warm-up, and model throughput at
+(decode, faces, voice, mfcc, model, total) as p50/p95/p99 after warm-up, and model throughput at
 batch 1 and batch 8. Baselines in the same run: PyTorch eager on the same weights (needs the
 [train] extra) and librosa's MFCC (needs [dev]). Without --clip, a 4.3 s clip of real-cost footage
 is encoded (benchmarks/footage.py: 720p H.264 High with B-frames, motion in every frame).
@@ -147,6 +147,7 @@ def main() -> None:
 
     from mer.runtime import FUSIONS, Recognizer, bundled_model
     from mer.runtime.errors import ModelError
+    from mer.runtime.recognizer import TIMINGS
 
     fusions = ["ia"] if args.quick else [f for f in FUSIONS if _exists(bundled_model, f, ModelError)]
     work = Path(tempfile.mkdtemp(prefix="mer-bench-"))
@@ -164,7 +165,7 @@ def main() -> None:
                 if path is None:
                     continue
                 with Recognizer(path, backend=backend) as rec:
-                    stages: dict[str, list[float]] = {k: [] for k in ("decode", "faces", "mfcc", "model", "total")}
+                    stages: dict[str, list[float]] = {k: [] for k in TIMINGS}
                     for i in range(repeats + 2):
                         result = rec.predict(clip)
                         if i >= 2:  # warm-up: first calls build the detector and the session's caches
@@ -259,6 +260,8 @@ def _batch_rows(fusion: str, faces, feats, work: Path, repeats: int, quick: bool
 
 
 def _write_reports(out: Path, report: dict) -> None:
+    from mer.runtime.recognizer import TIMINGS
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "latency.json").write_text(json.dumps(report, indent=1))
     lines = ["| backend | precision | fusion | stage | batch | p50 ms | p95 ms | p99 ms | clips/s |",
@@ -276,12 +279,12 @@ def _write_reports(out: Path, report: dict) -> None:
     except ImportError:
         print("  (matplotlib missing: no PNG chart)")
         return
-    totals = [r for r in report["rows"] if r["stage"] in ("decode", "faces", "mfcc", "model") and r["batch"] == 1
+    totals = [r for r in report["rows"] if r["stage"] in TIMINGS[:-1] and r["batch"] == 1
               and r["backend"].startswith("onnxruntime")]
     configs = sorted({(r["fusion"], r["precision"], r["backend"].split(":")[-1]) for r in totals})
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(configs) + 1.5))
     left = np.zeros(len(configs))
-    for stage in ("decode", "faces", "mfcc", "model"):
+    for stage in TIMINGS[:-1]:  # the stages, "total" left out
         vals = [next(r["p50_ms"] for r in totals if (r["fusion"], r["precision"], r["backend"].split(":")[-1]) == c
                      and r["stage"] == stage) for c in configs]
         ax.barh([" ".join(c) for c in configs], vals, left=left, label=stage)

@@ -228,6 +228,7 @@ class JsonlWriter:
 def parquet_schema():
     import pyarrow as pa
 
+    from .recognizer import TIMINGS
     from .spec import LABELS
 
     f64 = pa.float64()
@@ -235,7 +236,7 @@ def parquet_schema():
         ("file", pa.string()), ("label", pa.string()), ("index", pa.int64()),
         ("probabilities", pa.struct([(label, f64) for label in LABELS])),
         ("faces_detected", pa.int64()), ("audio", pa.bool_()), ("window", pa.list_(f64)),
-        ("timings_ms", pa.struct([(k, f64) for k in ("decode", "faces", "mfcc", "model", "total")])),
+        ("timings_ms", pa.struct([(k, f64) for k in TIMINGS])),
         ("model", pa.struct([(k, pa.string()) for k in ("fusion", "precision", "backend")])),
         ("warnings", pa.list_(pa.string())), ("timeline", pa.bool_()), ("error", pa.string()),
     ])

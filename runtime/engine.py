@@ -25,6 +25,8 @@ from .faces import FaceCropper
 from .mfcc import WindowMfcc, mfcc as compute_mfcc
 from .source import Audio, End, Frame, MediaInfo, MediaSource
 from .spec import FeatureSpec
+from .voice import GATE_OFF, MIN_VOICE_S, SAMPLE_RATE as VOICE_RATE, VoiceTrack, no_voice
+from .voice import track as voice_track
 from .window import Window, audio_start, centred, sample_times
 
 AUDIO_ABSENT_BELOW = 0.5    # a window whose audio covers less than half of it has no audio
@@ -137,21 +139,26 @@ class _Faces:
 
 def window_inputs(events: Iterable[Frame | Audio | End], info: MediaInfo, windows: Iterable[Window],
                   spec: FeatureSpec, cropper: Callable[[], FaceCropper], *, share_mfcc: bool = True,
-                  live_lag_s: float | None = None) -> Iterator[WindowInputs]:
+                  live_lag_s: float | None = None, voice_gate: bool = True) -> Iterator[WindowInputs]:
     """Model inputs of each window of `windows` (sorted by start; a list or endless), in order.
 
     `live_lag_s`: a live source; frames that arrive while the engine is more than this behind are
     not searched, and windows that would need them are skipped (said in the next window's warnings).
+    `voice_gate`: a window with a face whose audio holds no voice gets the face alone (voice.py).
     """
     finite = isinstance(windows, (list, tuple))
     faces = _Faces(cropper)
     audio = AudioBuffer()
+    # The detector runs at 16 kHz only; a model with another rate reads its audio ungated.
+    voice = voice_track() if voice_gate and info.has_audio and spec.sample_rate == VOICE_RATE else None
+    if voice_gate and info.has_audio and spec.sample_rate == VOICE_RATE and voice is None:
+        info.warnings.append(GATE_OFF)
     mfcc_of = WindowMfcc(spec) if share_mfcc else None
     pending = iter(windows)
     upcoming: Window | None = next(pending, None)
     open_: deque[_Open] = deque()
     by_target: dict[float, list[tuple[_Open, int]]] = {}
-    clock = {"decode": 0.0, "faces": 0.0}
+    clock = {"decode": 0.0, "faces": 0.0, "voice": 0.0}
     ended: End | None = None
     skipped: list[Window] = []
     stale_ids: set[int] = set()
@@ -193,6 +200,9 @@ def window_inputs(events: Iterable[Frame | Audio | End], info: MediaInfo, window
             clock["faces"] += time.perf_counter() - now
         elif isinstance(event, Audio):
             audio.add(event)
+            if voice is not None:
+                voice.add(event.start, event.samples)
+                clock["voice"] += time.perf_counter() - now
             open_until(audio.end / spec.sample_rate)
         elif isinstance(event, End):
             ended = event
@@ -210,27 +220,29 @@ def window_inputs(events: Iterable[Frame | Audio | End], info: MediaInfo, window
             if live_lag_s is not None and any(f in stale_ids for f in entry.frames):
                 skipped.append(entry.window)
                 continue
-            inputs = _build(entry, faces, audio, mfcc_of, info, spec, ended, event)
+            inputs = _build(entry, faces, audio, voice, mfcc_of, info, spec, ended, event)
             if skipped:
                 inputs.warnings.append(
                     f"skipped {len(skipped)} window(s) from {skipped[0].start:.2f} s to {skipped[-1].end:.2f} s: "
                     "the machine could not keep up with the live source")
                 skipped.clear()
             inputs.timings_ms = {"decode": clock["decode"] * 1e3, "faces": clock["faces"] * 1e3,
-                                 "mfcc": inputs.timings_ms.get("mfcc", 0.0)}
-            clock = {"decode": 0.0, "faces": 0.0}
+                                 "voice": clock["voice"] * 1e3, "mfcc": inputs.timings_ms.get("mfcc", 0.0)}
+            clock = {"decode": 0.0, "faces": 0.0, "voice": 0.0}
             yield inputs
             if open_:
                 faces.drop_before(open_[0].window.start - 1.0)
                 audio.drop_before(audio_start(open_[0].window, spec) - spec.n_fft)
+                if voice is not None:
+                    voice.drop_before(audio_start(open_[0].window, spec))
             stale_ids = {i for i in stale_ids if i in faces.crops}
         t_prev = time.perf_counter()
         if ended is not None:
             break
 
 
-def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, mfcc_of: WindowMfcc | None, info: MediaInfo,
-           spec: FeatureSpec, ended: End | None, event) -> WindowInputs:
+def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, voice: VoiceTrack | None, mfcc_of: WindowMfcc | None,
+           info: MediaInfo, spec: FeatureSpec, ended: End | None, event) -> WindowInputs:
     w = entry.window
     warnings: list[str] = []
     # Faces: each sample's own crop, or the nearest sample's (a frame without a face borrows it).
@@ -276,6 +288,11 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, mfcc_of: WindowMfcc 
             warnings.append(f"audio covers {covered:.0%} of this window: audio input absent")
         elif float(np.abs(samples).max()) < SILENCE_PEAK:
             warnings.append("audio is digital silence in this window: audio input absent")
+        elif voice is not None and face_crops is not None and \
+                (said := voice.voiced_s(first, spec.n_samples)) < MIN_VOICE_S:
+            # Noise read as speech would pull the face's answer (voice.py); without a face there is
+            # nothing to fall back on, so audio-only input is read as it is.
+            warnings.append(no_voice(said))
         else:
             if covered < AUDIO_WARN_BELOW:
                 warnings.append(f"audio covers {covered:.0%} of this window: the rest is silence")
@@ -290,13 +307,14 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, mfcc_of: WindowMfcc 
                         {"mfcc": (time.perf_counter() - t0) * 1e3})
 
 
-def clip_window(path, spec: FeatureSpec, cropper: Callable[[], FaceCropper]) -> WindowInputs:
+def clip_window(path, spec: FeatureSpec, cropper: Callable[[], FaceCropper], voice_gate: bool = True) -> WindowInputs:
     """The one window of a clip (centred on it), from the same engine: a single prediction, the
     export's parity check and training's caches all take a clip's inputs from here."""
     with MediaSource(path, spec) as source:
         window = centred(source.info.duration, spec)
         events = source.events([window], seek=True, stop_when_covered=True)
-        item = next(window_inputs(events, source.info, [window], spec, cropper, share_mfcc=False))
+        item = next(window_inputs(events, source.info, [window], spec, cropper, share_mfcc=False,
+                                  voice_gate=voice_gate))
     item.warnings[:0] = source.info.warnings
     return item
 
@@ -309,9 +327,10 @@ def model_inputs(item: WindowInputs, spec: FeatureSpec) -> tuple[np.ndarray, np.
     return faces, feats
 
 
-def clip_inputs(path, spec: FeatureSpec, cropper: Callable[[], FaceCropper]) -> tuple[np.ndarray, np.ndarray]:
+def clip_inputs(path, spec: FeatureSpec, cropper: Callable[[], FaceCropper],
+                voice_gate: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A clip's model inputs exactly as `Recognizer.predict` builds them."""
-    return model_inputs(clip_window(path, spec, cropper), spec)
+    return model_inputs(clip_window(path, spec, cropper, voice_gate), spec)
 
 
 # ---------------------------------------------------------------------------------------------

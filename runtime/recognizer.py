@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import window as windows
+from . import voice, window as windows
 from .backends import load_model
 from .contract import DEFAULT_FUSION, FUSIONS
 from .engine import WindowInputs, clip_inputs, clip_window, in_background, model_inputs, window_inputs
@@ -39,8 +39,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
+# A record's stages, in pipeline order ("voice": the voice-activity gate, voice.py).
+TIMINGS = ("decode", "faces", "voice", "mfcc", "model", "total")
+
+
 @dataclass
 class Result:
+    """One window's answer: `to_record()` is the JSON record (DESIGN.md); `timings_ms` has the
+    keys of TIMINGS."""
     file: str | None
     label: str
     index: int
@@ -73,10 +79,14 @@ class Recognizer:
     """`Recognizer(model=None, backend="auto")`: `model` is an ONNX file or a TensorRT `.engine`
     (with its `.json` sidecar), or None for the bundled default. `.predict(path)` reads a clip or an audio file; `.predict_arrays(faces,
     audio)` takes face crops uint8 (15, 224, 224, 3) RGB and/or mono float32 audio at
-    `self.spec.sample_rate`, either of which may be None (that modality is then zeros)."""
+    `self.spec.sample_rate`, either of which may be None (that modality is then zeros).
+    `voice_gate` (default on): a window that shows a face but whose audio holds no voice is read
+    from the face alone, said in its warnings (voice.py); off, any audio is read as speech."""
 
-    def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int | None = None):
+    def __init__(self, model: str | Path | None = None, backend: str = "auto", threads: int | None = None,
+                 voice_gate: bool = True):
         self._model = load_model(model if model is not None else bundled_model(), backend, threads)
+        self.voice_gate = voice_gate
         self.info = self._model.info
         self.spec: FeatureSpec = self.info.spec
         self._cropper: FaceCropper | None = None  # made on first video, so audio-only use skips it
@@ -111,7 +121,7 @@ class Recognizer:
         """The emotion of the window centred on the clip (the one-window case of `timeline`)."""
         t0 = time.perf_counter()
         self._warm_up(path)
-        item = clip_window(path, self.spec, lambda: self.cropper)
+        item = clip_window(path, self.spec, lambda: self.cropper, self.voice_gate)
         if item.faces is None and item.mfcc is None:
             raise InputError(path, "no face and no audio in it: nothing to recognise")
         result = self._results([item], str(path))[0]
@@ -131,8 +141,8 @@ class Recognizer:
         make = lambda: source.events(plan)  # noqa: E731
         events = in_background(make) if threaded else make()
         try:
-            yield from self._run(window_inputs(events, source.info, plan, self.spec, self._fresh_cropper),
-                                 str(path), source.info.warnings)
+            yield from self._run(window_inputs(events, source.info, plan, self.spec, self._fresh_cropper,
+                                               voice_gate=self.voice_gate), str(path), source.info.warnings)
         finally:
             events.close()
             source.close()
@@ -155,7 +165,8 @@ class Recognizer:
         events = in_background(lambda: source.events(plan))
         try:
             for result in self._run(window_inputs(events, info, plan, self.spec, self._fresh_cropper,
-                                                  live_lag_s=max(1.0, hop)), info.name, info.warnings, live=True):
+                                                  live_lag_s=max(1.0, hop), voice_gate=self.voice_gate),
+                                    info.name, info.warnings, live=True):
                 yield result
                 if stop is not None and stop.is_set():
                     return
@@ -165,7 +176,7 @@ class Recognizer:
 
     def inputs(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """The model's inputs for a clip, exactly as `predict` builds them (see engine.clip_inputs)."""
-        return clip_inputs(path, self.spec, lambda: self.cropper)
+        return clip_inputs(path, self.spec, lambda: self.cropper, self.voice_gate)
 
     def _hop(self, hop: float | None) -> float:
         hop = windows.default_hop(self.spec) if hop is None else float(hop)
@@ -247,10 +258,21 @@ class Recognizer:
             audio = np.pad(audio, (0, self.spec.n_samples - len(audio)))
         detected = int(faces.reshape(len(faces), -1).any(1).sum()) if faces is not None else 0
         t0 = time.perf_counter()
-        feats = compute_mfcc(audio, self.spec) if audio is not None else None
+        if self.voice_gate and detected and audio is not None and self.spec.sample_rate == voice.SAMPLE_RATE:
+            # The same gate as the engine's (voice.py), on the window's audio read from its start.
+            track = voice.track()
+            if track is None:
+                warnings.append(voice.GATE_OFF)
+            else:
+                track.add(0, audio)
+                if (said := track.voiced_s(0, len(audio))) < voice.MIN_VOICE_S:
+                    warnings.append(voice.no_voice(said))
+                    audio = None
         t1 = time.perf_counter()
-        item = WindowInputs(window, faces, feats, detected, warnings, t0, {"decode": 0.0, "faces": 0.0,
-                                                                            "mfcc": (t1 - t0) * 1e3})
+        feats = compute_mfcc(audio, self.spec) if audio is not None else None
+        t2 = time.perf_counter()
+        item = WindowInputs(window, faces, feats, detected, warnings, t0, {
+            "decode": 0.0, "faces": 0.0, "voice": (t1 - t0) * 1e3, "mfcc": (t2 - t1) * 1e3})
         return self._results([item], None)[0]
 
     def _result(self, logits: np.ndarray, has_audio: bool, detected: int,

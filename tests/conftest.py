@@ -91,7 +91,14 @@ def clip_factory(tmp_path_factory, face, speech):
     def make(name: str, seconds: float | None = None, fps: float = 30.0, size: tuple[int, int] = (1280, 720),
              audio: bool = True, faces: int = 1, rotation: int = 0, codec: str = "libx264") -> Path:
         wave = speech
-        if seconds is not None:
+        if seconds is not None and seconds * 16000 < len(speech):
+            # A clip shorter than the utterance keeps its loudest stretch: someone is talking in
+            # it (RAVDESS's first second is the studio before the actor speaks).
+            n = int(seconds * 16000)
+            total = np.concatenate([[0.0], np.cumsum(speech.astype(np.float64) ** 2)])
+            start = int(np.argmax(total[n:] - total[:-n]))
+            wave = speech[start:start + n]
+        elif seconds is not None:
             reps = int(np.ceil(seconds * 16000 / len(speech)))
             wave = np.tile(speech, reps)[: int(seconds * 16000)]
         duration = len(wave) / 16000

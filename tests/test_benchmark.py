@@ -25,7 +25,7 @@ def test_quick_benchmark_writes_json_markdown_and_ratios(tmp_path):
         assert {"backend", "precision", "fusion", "stage", "batch", "p50_ms", "p95_ms", "p99_ms"} <= set(row)
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
     stages = {r["stage"] for r in rows if r["backend"].endswith("CPUExecutionProvider")}
-    assert {"decode", "faces", "mfcc", "model", "total", "model-only"} <= stages
+    assert {"decode", "faces", "voice", "mfcc", "model", "total", "model-only"} <= stages
     assert any(r["backend"] == "torch-eager" for r in rows) and any(r["backend"] == "librosa" for r in rows)
     assert report["summary"]["model_speedup_vs_torch"] > 0 and report["summary"]["mfcc_speedup_vs_reference"] > 0
     assert "| backend |" in (tmp_path / "latency.md").read_text()
