@@ -150,8 +150,9 @@ def window_inputs(events: Iterable[Frame | Audio | End], info: MediaInfo, window
     faces = _Faces(cropper)
     audio = AudioBuffer()
     # The detector runs at 16 kHz only; a model with another rate reads its audio ungated.
-    voice = voice_track() if voice_gate and info.has_audio and spec.sample_rate == VOICE_RATE else None
-    if voice_gate and info.has_audio and spec.sample_rate == VOICE_RATE and voice is None:
+    gated = voice_gate and info.has_audio and spec.sample_rate == VOICE_RATE
+    voice = voice_track() if gated else None
+    if gated and voice is None:
         info.warnings.append(GATE_OFF)
     mfcc_of = WindowMfcc(spec) if share_mfcc else None
     pending = iter(windows)

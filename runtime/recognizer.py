@@ -45,8 +45,8 @@ TIMINGS = ("decode", "faces", "voice", "mfcc", "model", "total")
 
 @dataclass
 class Result:
-    """One window's answer: `to_record()` is the JSON record (DESIGN.md); `timings_ms` has the
-    keys of TIMINGS."""
+    """One window's answer: `to_dict()` is the JSON record (README); `timings_ms` has the keys of
+    TIMINGS."""
     file: str | None
     label: str
     index: int

@@ -9,9 +9,9 @@ is nothing to fall back on.
 
 Voice is found by Silero VAD v6.2 (MIT; `assets/vad/`, the 16 kHz ONNX file of the `silero-vad`
 6.2.3 wheel), run by the ONNX Runtime the model already uses, on one thread: one speech
-probability per 32 ms chunk. The detector is recurrent, so a stream is read once, in order
-(`VoiceTrack`); each window then counts the voiced chunks it covers, the way windows share their
-STFT frames.
+probability per 32 ms chunk, its input level raised first (quiet speech is missed otherwise).
+The detector is recurrent, so a stream is read once, in order (`VoiceTrack`); each window then
+counts the voiced chunks it covers, the way windows share their STFT frames.
 """
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ CHUNK = 512           # samples per speech probability: 32 ms, fixed by the mode
 CONTEXT = 64          # samples of the previous chunk the model sees before each chunk
 SPEECH_P = 0.5        # a chunk is voiced at this probability or above (Silero's own default)
 MIN_VOICE_S = 0.2     # a window with less voice than this has no speech to read (see MODEL_CARD)
-# The detector hears level: speech of five corpora made 24 dB quieter was missed in 19 windows of 230. So
-# its input is raised towards LEVEL_DBFS (RMS, followed over ~LEVEL_TAU_S), never lowered, by at
-# most MAX_GAIN_DB; noise raised so is still not speech to it (measured in MODEL_CARD).
+# The detector hears level: speech of five corpora made 24 dB quieter was missed in 19 windows
+# of 230. So its input is raised towards LEVEL_DBFS (its RMS followed over ~LEVEL_TAU_S), never
+# lowered, by at most MAX_GAIN_DB: then 2 of 230; noise raised so is still not speech to it
+# (MODEL_CARD, "Windows without a voice").
 LEVEL_DBFS, LEVEL_TAU_S, MAX_GAIN_DB = -30.0, 0.5, 24.0
 
 _TARGET, _MAX_GAIN = 10 ** (LEVEL_DBFS / 20), 10 ** (MAX_GAIN_DB / 20)
