@@ -151,7 +151,8 @@ def window_inputs(events: Iterable[Frame | Audio | End], info: MediaInfo, window
     audio = AudioBuffer()
     # The detector runs at 16 kHz only; a model with another rate reads its audio ungated.
     gated = voice_gate and info.has_audio and spec.sample_rate == VOICE_RATE
-    voice = voice_track() if gated else None
+    # One window (a clip's): its track may stop reading once the window has voice enough.
+    voice = voice_track(lazy=finite and len(windows) == 1) if gated else None
     if gated and voice is None:
         info.warnings.append(GATE_OFF)
     mfcc_of = WindowMfcc(spec) if share_mfcc else None
@@ -228,7 +229,8 @@ def window_inputs(events: Iterable[Frame | Audio | End], info: MediaInfo, window
                     "the machine could not keep up with the live source")
                 skipped.clear()
             inputs.timings_ms = {"decode": clock["decode"] * 1e3, "faces": clock["faces"] * 1e3,
-                                 "voice": clock["voice"] * 1e3, "mfcc": inputs.timings_ms.get("mfcc", 0.0)}
+                                 "voice": clock["voice"] * 1e3 + inputs.timings_ms.get("voice", 0.0),
+                                 "mfcc": inputs.timings_ms.get("mfcc", 0.0)}
             clock = {"decode": 0.0, "faces": 0.0, "voice": 0.0}
             yield inputs
             if open_:
@@ -270,6 +272,7 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, voice: VoiceTrack | 
             warnings.append(f"video ends before the window: last frame held for {entry.held} of {len(entry.frames)} samples")
     # Audio: measured coverage of this window, not the stream's mere existence.
     t0 = time.perf_counter()
+    spent = {"voice": 0.0}  # seconds the gate read here (a lazy track reads at this point)
     feats = None
     if not info.has_audio:
         if not info.still:  # its own warning says so
@@ -290,7 +293,7 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, voice: VoiceTrack | 
         elif float(np.abs(samples).max()) < SILENCE_PEAK:
             warnings.append("audio is digital silence in this window: audio input absent")
         elif voice is not None and face_crops is not None and \
-                (said := voice.voiced_s(first, spec.n_samples)) < MIN_VOICE_S:
+                (said := _voiced(voice, first, spec, spent)) < MIN_VOICE_S:
             # Noise read as speech would pull the face's answer (voice.py); without a face there is
             # nothing to fall back on, so audio-only input is read as it is.
             warnings.append(no_voice(said))
@@ -305,7 +308,15 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, voice: VoiceTrack | 
         warnings.extend(ended.warnings)
     arrival = getattr(event, "arrival", time.perf_counter())
     return WindowInputs(w, face_crops, feats, detected, warnings, arrival,
-                        {"mfcc": (time.perf_counter() - t0) * 1e3})
+                        {"voice": spent["voice"] * 1e3, "mfcc": (time.perf_counter() - t0 - spent["voice"]) * 1e3})
+
+
+def _voiced(voice: VoiceTrack, first: int, spec: FeatureSpec, spent: dict[str, float]) -> float:
+    """Seconds of voice in the window's audio (at least MIN_VOICE_S once found, for a lazy track)."""
+    t0 = time.perf_counter()
+    said = voice.voiced_s(first, spec.n_samples, enough=MIN_VOICE_S)
+    spent["voice"] += time.perf_counter() - t0
+    return said
 
 
 def clip_window(path, spec: FeatureSpec, cropper: Callable[[], FaceCropper], voice_gate: bool = True) -> WindowInputs:

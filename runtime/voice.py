@@ -60,43 +60,56 @@ class VoiceTrack:
     """Speech probabilities of one stream, 32 ms at a time, by stream position.
 
     `add(start, samples)` takes the stream's contiguous chunks in order; `voiced_s(start, count)` is
-    the voice in samples [start, start + count): the chunks whose centre lies inside, times 32 ms."""
+    the voice in samples [start, start + count): the chunks whose centre lies inside, times 32 ms.
+    `lazy` (one window, nothing after it): samples are read only when `voiced_s` asks, and only
+    until `enough` voice is found; the decision is the same, the rest of the window is not read."""
 
-    def __init__(self) -> None:
+    def __init__(self, lazy: bool = False) -> None:
         self._session = _detector()
         self._state = np.zeros((2, 1, 128), np.float32)
         self._context = np.zeros(CONTEXT, np.float32)
         self._rate = np.array(SAMPLE_RATE, np.int64)
         self._level: float | None = None  # the input's RMS, followed chunk by chunk
+        self.lazy = lazy
         self.first: int | None = None     # stream position of chunk 0
-        self._tail = np.zeros(0, np.float32)
+        self._unread = np.zeros(0, np.float32)
         self._p: list[float] = []
         self._base = 0                    # index of self._p[0] among all chunks
 
     def add(self, start: int, samples: np.ndarray) -> None:
         if self.first is None:
             self.first = start
-        data = np.concatenate([self._tail, samples]) if len(self._tail) else samples
-        whole = len(data) // CHUNK * CHUNK
-        for i in range(0, whole, CHUNK):
-            chunk = data[i:i + CHUNK]
-            rms = float(np.sqrt(np.mean(np.square(chunk, dtype=np.float64)) + 1e-12))
-            self._level = rms if self._level is None else _FOLLOW * self._level + (1 - _FOLLOW) * rms
-            gain = min(_MAX_GAIN, max(1.0, _TARGET / self._level))
-            x = np.concatenate([self._context, np.clip(chunk * gain, -1, 1)]).astype(np.float32)[None]
-            p, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._rate})
-            self._context = x[0, -CONTEXT:]
-            self._p.append(float(p[0, 0]))
-        self._tail = data[whole:].astype(np.float32, copy=True)
+        self._unread = np.concatenate([self._unread, np.asarray(samples, np.float32)])
+        if not self.lazy:
+            while self._step():
+                pass
 
-    def voiced_s(self, start: int, count: int) -> float:
+    def _step(self) -> float | None:
+        """Read the next whole chunk of unread samples: its speech probability, None if none is whole."""
+        if len(self._unread) < CHUNK:
+            return None
+        chunk, self._unread = self._unread[:CHUNK], self._unread[CHUNK:]
+        rms = float(np.sqrt(np.mean(np.square(chunk, dtype=np.float64)) + 1e-12))
+        self._level = rms if self._level is None else _FOLLOW * self._level + (1 - _FOLLOW) * rms
+        gain = min(_MAX_GAIN, max(1.0, _TARGET / self._level))
+        x = np.concatenate([self._context, np.clip(chunk * gain, -1, 1)]).astype(np.float32)[None]
+        p, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._rate})
+        self._context = x[0, -CONTEXT:]
+        self._p.append(float(p[0, 0]))
+        return self._p[-1]
+
+    def voiced_s(self, start: int, count: int, enough: float | None = None) -> float:
         if self.first is None:
             return 0.0
         # Chunk k spans [first + k * CHUNK, first + (k + 1) * CHUNK); its centre must be inside.
         lo = max(0, -(-(start - self.first - CHUNK // 2) // CHUNK))
         hi = (start + count - self.first - CHUNK // 2 - 1) // CHUNK + 1
-        p = self._p[max(0, lo - self._base):max(0, hi - self._base)]
-        return sum(x >= SPEECH_P for x in p) * CHUNK / SAMPLE_RATE
+        voiced = sum(x >= SPEECH_P for x in self._p[max(0, lo - self._base):max(0, hi - self._base)])
+        if self.lazy:
+            need = np.inf if enough is None else enough * SAMPLE_RATE / CHUNK
+            while voiced < need and self._base + len(self._p) < hi and (p := self._step()) is not None:
+                voiced += self._base + len(self._p) - 1 >= lo and p >= SPEECH_P
+        return voiced * CHUNK / SAMPLE_RATE
 
     def drop_before(self, position: int) -> None:
         """Forget chunks that end before `position` (no window will ask for them again)."""
@@ -111,10 +124,10 @@ class VoiceTrack:
 GATE_OFF = "voice gate off: it runs on onnxruntime, which is not installed here (any audio is read as speech)"
 
 
-def track() -> VoiceTrack | None:
+def track(lazy: bool = False) -> VoiceTrack | None:
     """A new track, or None where ONNX Runtime is missing (a TensorRT-only install): no gate then."""
     try:
-        return VoiceTrack()
+        return VoiceTrack(lazy)
     except ImportError:
         return None
 

@@ -53,6 +53,24 @@ def test_a_track_counts_the_chunks_inside_a_window_whatever_the_chunking(speech)
         assert pieces.voiced_s(start, int(3.6 * RATE)) == whole.voiced_s(start, int(3.6 * RATE))
 
 
+def test_a_lazy_track_decides_as_the_whole_window_does_and_stops_once_it_has_voice(speech):
+    n = int(3.6 * RATE)
+    for x, voiced in ((np.resize(speech, n), True), (noise("brown", 3.6, -30), False)):
+        eager, lazy = VoiceTrack(), VoiceTrack(lazy=True)
+        at = 0
+        for part in np.array_split(x.astype(np.float32), 37):  # audio arrives in pieces
+            eager.add(at, part)
+            lazy.add(at, part)
+            at += len(part)
+        whole = eager.voiced_s(0, n)
+        early = lazy.voiced_s(0, n, enough=MIN_VOICE_S)
+        assert (whole >= MIN_VOICE_S) == (early >= MIN_VOICE_S) == voiced
+        if voiced:
+            assert len(lazy._p) < len(eager._p)   # the rest of the window was not read
+        else:
+            assert early == whole and len(lazy._p) == len(eager._p)
+
+
 # -- in the engine: a face with noise answers as the face alone --------------------------------
 @pytest.fixture(scope="module")
 def face_clips(tmp_path_factory, face, speech):
