@@ -44,6 +44,7 @@ class Settings:
     max_mb: float = 200.0           # upload size limit
     max_seconds: float = 1800.0     # recording length limit
     timeout_s: float = 300.0        # time limit per request
+    voice_gate: bool = True         # a face with no voice in its audio is read alone (voice.py)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -91,7 +92,8 @@ class _Workers:
         if rec is None:
             from .recognizer import Recognizer, bundled_model
 
-            rec = Recognizer(self.settings.model or bundled_model(), self.settings.backend, self.ort_threads)
+            rec = Recognizer(self.settings.model or bundled_model(), self.settings.backend, self.ort_threads,
+                             voice_gate=self.settings.voice_gate)
             self.local.rec = rec
             self.made.append(rec)
         return rec
@@ -476,13 +478,15 @@ def main() -> None:
     @click.option("--max-mb", default=200.0, show_default=True, help="Upload size limit (413 past it).")
     @click.option("--max-seconds", default=1800.0, show_default=True, help="Recording length limit (422 past it).")
     @click.option("--timeout", "timeout_s", default=300.0, show_default=True, help="Time limit per request, seconds.")
-    def run(host, port, workers, threads, queue_size, model, backend, max_mb, max_seconds, timeout_s):
+    @click.option("--voice-gate/--no-voice-gate", default=True, show_default=True,
+                  help="A window with a face but no voice in its audio is read from the face alone.")
+    def run(host, port, workers, threads, queue_size, model, backend, max_mb, max_seconds, timeout_s, voice_gate):
         """Serve mer over HTTP: POST /v1/recognize, WS /v1/live, GET /healthz, /metrics, and a page at /."""
         try:
             import uvicorn
         except ImportError:
             raise click.ClickException("mer-serve needs the [serve] extra: pip install 'mer[serve]'") from None
-        settings = Settings(model, backend, threads, workers, queue_size, max_mb, max_seconds, timeout_s)
+        settings = Settings(model, backend, threads, workers, queue_size, max_mb, max_seconds, timeout_s, voice_gate)
         os.environ["MER_SERVE_SETTINGS"] = json.dumps(asdict(settings))
         # Connections beyond this get uvicorn's own 503: uploads in progress are bounded too.
         connections = 4 * (threads + queue_size) + 8

@@ -25,9 +25,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(exported):
+    yield from _serve(exported("ia"))
+
+
+def _serve(model, *extra: str):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mer.runtime.serve", "--port", str(port), "--model", exported("ia"),
-                             "--threads", "1", "--queue", "1", "--max-mb", "5", "--max-seconds", "30"],
+    proc = subprocess.Popen([sys.executable, "-m", "mer.runtime.serve", "--port", str(port), "--model", model,
+                             "--threads", "1", "--queue", "1", "--max-mb", "5", "--max-seconds", "30", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -39,9 +43,11 @@ def server(exported):
             pass
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.3)
-    yield base, proc
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    try:
+        yield base, proc
+    finally:  # also when a test closes the generator early
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +79,24 @@ def test_recognize_raw_bytes_and_multipart_give_the_cli_record(server, clip, exp
         assert record["window"] == expected["window"] and record["faces_detected"] == expected["faces_detected"]
     assert form.json()["file"] == "talk.mp4"
     assert "mer_stage_seconds_bucket" in httpx.get(f"{base}/metrics").text
+
+
+def test_the_service_reads_a_face_without_a_voice_alone_unless_told_not_to(server, exported, face, tmp_path):
+    from media import place_face, write_clip
+    from test_voice import noise
+
+    frames = [place_face(face, 640, 360, i / 25) for i in range(100)]
+    data = write_clip(tmp_path / "hum.mp4", frames, 25.0, audio=noise("brown", 4.0, -30)).read_bytes()
+    base, _ = server
+    gated = httpx.post(f"{base}/v1/recognize", content=data, timeout=120).json()
+    assert gated["audio"] is False and any("no voice" in w for w in gated["warnings"])
+    ungated_server = _serve(exported("ia"), "--no-voice-gate")
+    try:
+        other, _ = next(ungated_server)
+        heard = httpx.post(f"{other}/v1/recognize", content=data, timeout=120).json()
+    finally:
+        ungated_server.close()  # stops that server
+    assert heard["audio"] is True and not any("no voice" in w for w in heard["warnings"])
 
 
 def test_timeline_streams_one_record_per_window(server, clip):
