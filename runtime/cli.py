@@ -146,8 +146,17 @@ def _table_row(name: str, width: int, result) -> str:
 
     conf = result.probabilities[result.label]
     t = result.timings_ms
-    audio = "yes" if result.audio else "no"
-    return f"{printable(name):<{width}}  {result.label:<9}  {conf:>5.2f}  {result.faces_detected:>2}/15  {audio:>5}  {t['total']:>8.1f}"
+    faces = f"{result.faces_detected:>2}/15"
+    return f"{printable(name):<{width}}  {result.label:<9}  {conf:>5.2f}  {faces}  {_heard(result):>5}  {t['total']:>8.1f}"
+
+
+def _heard(result) -> str:
+    """The AUDIO column: read as speech (yes), none (no), or sound without a voice, not read (noise)."""
+    from .voice import NO_VOICE
+
+    if result.audio:
+        return "yes"
+    return "noise" if any(w.startswith(NO_VOICE) for w in result.warnings) else "no"
 
 
 def _segment_table(name: str, records: list[dict], duration: float | None) -> list[str]:
@@ -383,7 +392,7 @@ def _run_live(rec, source, hop, realtime, as_json, out_path, csv_path, plot_path
             if not as_json:
                 _emit(f"{result.window[0]:>8.2f}  {result.window[1]:>8.2f}  {result.label:<9}  "
                       f"{result.probabilities[result.label]:>5.2f}  {result.faces_detected:>2}/15  "
-                      f"{'yes' if result.audio else 'no':>5}  {result.latency_ms:>10.1f}")
+                      f"{_heard(result):>5}  {result.latency_ms:>10.1f}")
                 for warning in result.warnings:
                     _emit(f"{'':>8}  note: {warning}")
             if stop.is_set():

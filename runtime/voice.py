@@ -132,10 +132,12 @@ def track(lazy: bool = False) -> VoiceTrack | None:
         return None
 
 
+NO_VOICE = "no voice in this window's audio"
+
+
 def no_voice(voiced: float) -> str:
-    """The warning of a window the gate gave to the face alone."""
-    return (f"no voice in this window's audio ({voiced:.2f} s of speech, under {MIN_VOICE_S:g} s): "
-            "audio input absent, the face alone answers")
+    """The warning of a window the gate gave to the face alone (it starts with NO_VOICE)."""
+    return f"{NO_VOICE} ({voiced:.2f} s of speech, under {MIN_VOICE_S:g} s): audio input absent, the face alone answers"
 
 
 def voiced_s(samples: np.ndarray) -> float:

@@ -104,6 +104,14 @@ def test_a_face_with_noise_and_no_voice_is_read_as_the_face_alone(recognizer, un
     assert max(abs(heard.probabilities[k] - alone.probabilities[k]) for k in alone.probabilities) > 1e-3
 
 
+def test_the_table_says_noise_where_the_gate_left_the_audio_out(exported, face_clips):
+    from test_cli import run_cli
+
+    proc = run_cli(face_clips["noise"], face_clips["speech"], face_clips["silent"], "--model", exported("ia"))
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
+    assert [rows[str(face_clips[k])][4] for k in ("noise", "speech", "silent")] == ["noise", "yes", "no"]
+
+
 def test_speech_passes_the_gate_unchanged(recognizer, ungated, face_clips):
     gated, plain = recognizer.predict(face_clips["speech"]), ungated.predict(face_clips["speech"])
     assert gated.audio is True and not any("no voice" in w for w in gated.warnings)
