@@ -153,13 +153,13 @@ class RecognizerActor:
     `lines` (the file's records as JSON lines)."""
 
     def __init__(self, model: str | None, fusion: str | None, backend: str, threads: int, timeline: bool,
-                 hop: float | None):
+                 hop: float | None, voice_gate: bool = True):
         from .errors import MerError
         from .recognizer import Recognizer, bundled_model
 
         try:  # the bundled model is looked up here: its path on this node, not the driver's
             self.rec = Recognizer(model if model is not None else bundled_model(fusion or "ia"),
-                                  backend=backend, threads=threads)
+                                  backend=backend, threads=threads, voice_gate=voice_gate)
         except MerError as exc:  # the run stops with this one-line reason
             raise ActorModelError(str(exc)) from None
         self.timeline, self.hop = timeline, hop
@@ -417,8 +417,10 @@ def _model_error(exc: BaseException) -> str | None:
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="GPUs each actor reserves (a fraction shares one GPU).")
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray (default: all); not with --address.")
+@click.option("--voice-gate/--no-voice-gate", default=True, show_default=True,
+              help="A window with a face but no voice in its audio is read from the face alone.")
 def command(source, out_dir, address, fmt, timeline, hop, model_path, fusion, backend, actors, cpus_per_actor,
-            gpus_per_actor, num_cpus) -> None:
+            gpus_per_actor, num_cpus, voice_gate) -> None:
     """Recognise the emotion in every file of SOURCE, a folder or a manifest (one path or URL per
     line), on Ray Data: a pool of actors, one recogniser each, the same records as mer-infer."""
     from .cli import _route_native_stderr_away
@@ -444,7 +446,7 @@ def command(source, out_dir, address, fmt, timeline, hop, model_path, fusion, ba
         raise click.UsageError("--num-cpus sizes a local Ray: not with --address")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, handled in run()
     code = run(source, Path(out_dir), address, fmt, timeline, hop, model_path, fusion, backend, actors,
-               cpus_per_actor, gpus_per_actor, num_cpus)
+               cpus_per_actor, gpus_per_actor, num_cpus, voice_gate)
     sys.exit(code)
 
 
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, actors, cpus_per_actor,
-        gpus_per_actor, num_cpus) -> int:
+        gpus_per_actor, num_cpus, voice_gate: bool = True) -> int:
     from .errors import ModelError, printable
     from .recognizer import bundled_model
 
@@ -521,7 +523,7 @@ def run(source, out, address, fmt, timeline, hop, model_path, fusion, backend, a
                 return 2
             try:
                 n, cpus = pool_size(ray.cluster_resources(), actors, cpus_per_actor, gpus_per_actor)
-                args = (model, fusion, backend, cpus, timeline, hop)
+                args = (model, fusion, backend, cpus, timeline, hop, voice_gate)
                 for result in run_pipeline(ray, rows, args, n, cpus, gpus_per_actor):
                     if result["lines"]:
                         writer.write(result["lines"])

@@ -196,3 +196,18 @@ def test_a_file_that_kills_its_worker_is_recorded_and_the_others_are_done(local_
     assert set(status.values()) == {"done"}  # the files handed to the same worker are done again
     crashed = next(r for r in results if r["name"] == names[1])
     assert "worker reading it died" in json.loads(crashed["lines"])["error"]
+
+
+def test_the_pool_reads_a_face_without_a_voice_alone_unless_told_not_to(local_ray, face, tmp_path):
+    from media import place_face, write_clip
+    from test_voice import noise
+
+    source = tmp_path / "in"
+    source.mkdir()
+    write_clip(source / "hum.mp4", [place_face(face, 640, 360, i / 25) for i in range(100)], 25.0,
+               audio=noise("brown", 4.0, -30))
+    assert run_inproc(source, tmp_path / "gated") == 0
+    assert run_inproc(source, tmp_path / "heard", voice_gate=False) == 0
+    (gated,), (heard,) = (read_jsonl(tmp_path / run / "results.jsonl") for run in ("gated", "heard"))
+    assert gated["audio"] is False and any("no voice" in w for w in gated["warnings"])
+    assert heard["audio"] is True and not any("no voice" in w for w in heard["warnings"])
