@@ -49,6 +49,7 @@ from pathlib import Path
 
 import click
 
+from . import options
 from .report import ends_mid_line, read_jsonl, recorded
 
 PROG = "mer-batch"
@@ -417,8 +418,7 @@ def _model_error(exc: BaseException) -> str | None:
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="GPUs each actor reserves (a fraction shares one GPU).")
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the local Ray (default: all); not with --address.")
-@click.option("--voice-gate/--no-voice-gate", default=True, show_default=True,
-              help="A window with a face but no voice in its audio is read from the face alone.")
+@options.voice_gate()
 def command(source, out_dir, address, fmt, timeline, hop, model_path, fusion, backend, actors, cpus_per_actor,
             gpus_per_actor, num_cpus, voice_gate) -> None:
     """Recognise the emotion in every file of SOURCE, a folder or a manifest (one path or URL per

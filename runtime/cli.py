@@ -19,6 +19,8 @@ from pathlib import Path
 
 import click
 
+from . import options
+
 FUSION_CHOICES = ("lt", "it", "ia")
 BACKEND_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -185,9 +187,7 @@ def _segment_table(name: str, records: list[dict], duration: float | None) -> li
 @click.option("--out", "out_path", help="Append records to this JSON-lines file; a re-run skips what it holds.")
 @click.option("--live", "live_source", help="A live source: camera (0, /dev/video0), mic, 0+mic, URL, - (stdin), or a file.")
 @click.option("--realtime", is_flag=True, help="--live with a file: deliver it at its own pace, as a camera would.")
-@click.option("--voice-gate/--no-voice-gate", default=True, show_default=True,
-              help="A window with a face but no voice in its audio (room noise, a listener) is read from the "
-                   "face alone; off, any audio is read as speech.")
+@options.voice_gate()
 def main(paths, model_path, fusion, backend, as_json, timeline, hop, plot_path, csv_path, out_path,
          live_source, realtime, voice_gate) -> None:
     """Recognise the emotion in talking-face clips (mp4, avi, mkv, mov, webm...) or speech files

@@ -464,6 +464,8 @@ def app_from_env():
 def main() -> None:
     import click
 
+    from . import options
+
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
     @click.option("--host", default="127.0.0.1", show_default=True)
     @click.option("--port", default=8000, show_default=True, type=int)
@@ -478,8 +480,7 @@ def main() -> None:
     @click.option("--max-mb", default=200.0, show_default=True, help="Upload size limit (413 past it).")
     @click.option("--max-seconds", default=1800.0, show_default=True, help="Recording length limit (422 past it).")
     @click.option("--timeout", "timeout_s", default=300.0, show_default=True, help="Time limit per request, seconds.")
-    @click.option("--voice-gate/--no-voice-gate", default=True, show_default=True,
-                  help="A window with a face but no voice in its audio is read from the face alone.")
+    @options.voice_gate()
     def run(host, port, workers, threads, queue_size, model, backend, max_mb, max_seconds, timeout_s, voice_gate):
         """Serve mer over HTTP: POST /v1/recognize, WS /v1/live, GET /healthz, /metrics, and a page at /."""
         try:

