@@ -260,12 +260,12 @@ class Recognizer:
         t0 = time.perf_counter()
         if self.voice_gate and detected and audio is not None and self.spec.sample_rate == voice.SAMPLE_RATE:
             # The same gate as the engine's (voice.py), on the window's audio read from its start.
-            track = voice.track()
+            track = voice.track(lazy=True)  # one window: stop reading once it has voice enough
             if track is None:
                 warnings.append(voice.GATE_OFF)
             else:
                 track.add(0, audio)
-                if (said := track.voiced_s(0, len(audio))) < voice.MIN_VOICE_S:
+                if (said := track.voiced_s(0, len(audio), enough=voice.MIN_VOICE_S)) < voice.MIN_VOICE_S:
                     warnings.append(voice.no_voice(said))
                     audio = None
         t1 = time.perf_counter()

@@ -155,3 +155,16 @@ def test_without_onnxruntime_the_gate_is_off_and_says_so(recognizer, face_clips,
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
     result = recognizer.predict(face_clips["noise"])
     assert result.audio is True and voice.GATE_OFF in result.warnings
+
+
+def test_arrays_are_gated_as_files_are(recognizer, face, speech):
+    import cv2
+
+    faces = np.repeat(cv2.resize(face, (224, 224))[None], 15, 0)
+    hum = recognizer.predict_arrays(faces, noise("brown", 4.0, -30))
+    alone = recognizer.predict_arrays(faces, None)
+    talk = recognizer.predict_arrays(faces, np.resize(speech, 4 * RATE))
+    assert hum.audio is False and any("no voice" in w for w in hum.warnings)
+    assert hum.probabilities == pytest.approx(alone.probabilities, abs=1e-6)
+    assert talk.audio is True and not any("no voice" in w for w in talk.warnings)
+    assert recognizer.predict_arrays(None, noise("brown", 4.0, -30)).audio is True  # no face: read as it is
