@@ -19,6 +19,7 @@ RAVDESS actors 01-02 are never read.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -27,17 +28,22 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from media import noise, write_clip  # noqa: E402  (test-side helpers: coloured noise, clips with PyAV)
+
 SHARED = REPO.parent / "shared" / "data"
 RATE = 16000
 SECONDS = 4.0
 
 
-def coloured(kind: str, n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    k = np.maximum(np.arange(len(spectrum)), 1)
-    spectrum /= {"white": 1, "pink": np.sqrt(k), "brown": k}[kind]
-    x = np.fft.irfft(spectrum, n)
-    return (x / np.sqrt(np.mean(x ** 2)) * 10 ** (dbfs / 20)).astype(np.float32)
+@functools.lru_cache(maxsize=1)
+def ravdess_03_24() -> list[Path]:
+    """RAVDESS takes of actors 03-24 (01-02 are held out: never read here)."""
+    paths = sorted(SHARED.glob("ravdess_speech_16k/Actor_*/*.flac"))
+    return [p for p in paths if p.parent.name not in ("Actor_01", "Actor_02")]
+
+
+_HEADS: dict[int, np.ndarray] = {}  # room tone read so far, by file index: each file read once a run
 
 
 def room_tone(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -45,31 +51,45 @@ def room_tone(n: int, rng: np.random.Generator) -> np.ndarray:
     actors 03-24, strung together in a random order, as recorded."""
     import soundfile as sf
 
-    paths = sorted(SHARED.glob("ravdess_speech_16k/Actor_*/*.flac"))
-    paths = [p for p in paths if p.parent.name not in ("Actor_01", "Actor_02")]
-    heads = [sf.read(paths[i], dtype="float32")[0][:4000] for i in rng.choice(len(paths), n // 4000 + 1)]
-    return np.concatenate(heads)[:n]
+    paths = ravdess_03_24()
+    for i in (picks := rng.choice(len(paths), n // 4000 + 1)):
+        if i not in _HEADS:
+            _HEADS[i] = sf.read(paths[i], dtype="float32")[0][:4000]
+    return np.concatenate([_HEADS[i] for i in picks])[:n]
 
 
-def sounds(n: int, rng: np.random.Generator) -> dict[str, np.ndarray | None]:
-    return {"no audio track (the face alone)": None,
-            "white noise -50 dBFS": coloured("white", n, -50, rng),
-            "pink noise -40 dBFS": coloured("pink", n, -40, rng),
-            "brown noise -30 dBFS (a rumble)": coloured("brown", n, -30, rng),
-            "RAVDESS room tone, as recorded": room_tone(n, rng)}
+SOUNDS = ("no audio track (the face alone)", "white noise -50 dBFS", "pink noise -40 dBFS",
+          "brown noise -30 dBFS (a rumble)", "RAVDESS room tone, as recorded")
+
+
+def sounds(rng: np.random.Generator) -> dict[str, np.ndarray | None]:
+    """SOUNDS, SECONDS long, in that order (each drawn from `rng`)."""
+    return dict(zip(SOUNDS, (None, noise("white", SECONDS, -50, rng), noise("pink", SECONDS, -40, rng),
+                             noise("brown", SECONDS, -30, rng), room_tone(int(SECONDS * RATE), rng))))
+
+
+def accuracy_table(title: str, right: dict[tuple[str, bool], list[bool]]) -> None:
+    print(f"\n{title}; accuracy %, calm counted as neutral:")
+    print("| audio | gate on (default) | gate off |")
+    print("|---|---|---|")
+    for name in SOUNDS:
+        on, off = right[(name, True)], right.get((name, False))
+        print(f"| {name} | {100 * np.mean(on):.1f} | {100 * np.mean(off):.1f} |" if off else
+              f"| {name} | {100 * np.mean(on):.1f} | (same) |")
+
+
+def readers(audio: np.ndarray | None, gated, plain) -> tuple:
+    """(gate on?, recogniser) pairs: without audio the gate has nothing to decide."""
+    return ((True, gated), (False, plain)) if audio is not None else ((True, gated),)
 
 
 def faces_without_voice(quick: bool, work: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests"))
-    from media import write_clip
-
     from mer.runtime import Recognizer
-    from mer.runtime.spec import LABELS
+    from mer.train.calibrate import face_labels
     from mer.train.face_clips import FPS, moving_frames
     from mer.train.face_data import load_tfeid
     from mer.train.pretrain_faces import TFEID_TEST_PERFORMERS
 
-    NEUTRAL, CALM = LABELS.index("neutral"), LABELS.index("calm")
     tfeid = load_tfeid(SHARED / "faces" / "tfeid")
     held = tfeid.subset(np.isin(tfeid.groups, TFEID_TEST_PERFORMERS))
     pick = np.arange(len(held.labels))[::4 if quick else 1]
@@ -80,25 +100,18 @@ def faces_without_voice(quick: bool, work: Path) -> None:
     t0 = time.perf_counter()
     for n, i in enumerate(pick):
         frames = moving_frames(held.images[i], rng, int(SECONDS * FPS))
-        for name, audio in sounds(int(SECONDS * RATE), rng).items():
+        for name, audio in sounds(rng).items():
             clip = write_clip(work / f"{n}.mp4", frames, FPS, audio=audio)
-            for on, rec in ((True, gated), (False, plain)) if audio is not None else ((True, gated),):
+            for on, rec in readers(audio, gated, plain):
                 result = rec.predict(clip)
-                index = NEUTRAL if result.index == CALM else result.index  # a face alone cannot tell calm from neutral
-                right.setdefault((name, on), []).append(index == held.labels[i])
+                right.setdefault((name, on), []).append(face_labels(result.index) == held.labels[i])
                 if on and audio is not None:
                     for k, v in result.timings_ms.items():
                         timings.setdefault(k, []).append(v)
         if n % 20 == 0:
             print(f"  {n + 1}/{len(pick)} photos, {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"\n1. Held-out TFEID faces (performers 24-29, {len(pick)} photos) as {SECONDS:g} s H.264 clips "
-          "with sound but no voice; accuracy %, calm counted as neutral:")
-    print("| audio | gate on (default) | gate off |")
-    print("|---|---|---|")
-    for name in sounds(16, np.random.default_rng(0)):
-        on, off = right[(name, True)], right.get((name, False))
-        print(f"| {name} | {100 * np.mean(on):.1f} | {100 * np.mean(off):.1f} |" if off else
-              f"| {name} | {100 * np.mean(on):.1f} | (same) |")
+    accuracy_table(f"1. Held-out TFEID faces (performers 24-29, {len(pick)} photos) as {SECONDS:g} s H.264 clips "
+                   "with sound but no voice", right)
     print("\n3. Per window with the gate on (p50 ms): " +
           ", ".join(f"{k} {np.median(v):.1f}" for k, v in timings.items()))
     gated.close(); plain.close()
@@ -110,10 +123,9 @@ def stills_without_voice(quick: bool) -> None:
     import cv2
 
     from mer.runtime import Recognizer
-    from mer.runtime.spec import LABELS
+    from mer.train.calibrate import face_labels
     from mer.train.face_data import load_ferplus
 
-    NEUTRAL, CALM = LABELS.index("neutral"), LABELS.index("calm")
     fer = load_ferplus(SHARED / "faces" / "ferplus.npz")
     test = fer.subset(fer.groups == "test")
     pick = np.random.default_rng(0).choice(len(test.labels), 250 if quick else 1000, replace=False)
@@ -123,19 +135,12 @@ def stills_without_voice(quick: bool) -> None:
     for i in pick:
         face = cv2.resize(test.images[i], (224, 224), interpolation=cv2.INTER_LINEAR)
         faces = np.repeat(np.repeat(face[None, :, :, None], 3, 3), 15, 0)
-        for name, audio in sounds(int(SECONDS * RATE), rng).items():
-            for on, rec in ((True, gated), (False, plain)) if audio is not None else ((True, gated),):
+        for name, audio in sounds(rng).items():
+            for on, rec in readers(audio, gated, plain):
                 index = rec.predict_arrays(faces, audio).index
-                index = NEUTRAL if index == CALM else index
-                right.setdefault((name, on), []).append(index == test.labels[i])
-    print(f"\n1b. FER+ test faces ({len(pick)} drawn at random, seed 0) through predict_arrays, the face "
-          "as 15 frames, with sound but no voice; accuracy %, calm counted as neutral:")
-    print("| audio | gate on (default) | gate off |")
-    print("|---|---|---|")
-    for name in sounds(16, np.random.default_rng(0)):
-        on, off = right[(name, True)], right.get((name, False))
-        print(f"| {name} | {100 * np.mean(on):.1f} | {100 * np.mean(off):.1f} |" if off else
-              f"| {name} | {100 * np.mean(on):.1f} | (same) |")
+                right.setdefault((name, on), []).append(face_labels(index) == test.labels[i])
+    accuracy_table(f"1b. FER+ test faces ({len(pick)} drawn at random, seed 0) through predict_arrays, the face "
+                   "as 15 frames, with sound but no voice", right)
     gated.close(); plain.close()
 
 
@@ -145,8 +150,7 @@ def speech_passes(quick: bool) -> None:
     from mer.runtime.voice import MIN_VOICE_S, voiced_s
     from mer.train import speech_augment as A
 
-    rav = sorted(SHARED.glob("ravdess_speech_16k/Actor_*/*.flac"))
-    rav = [p for p in rav if p.parent.name not in ("Actor_01", "Actor_02")][::12 * (4 if quick else 1)]
+    rav = ravdess_03_24()[::12 * (4 if quick else 1)]
     more = []
     for corpus in ("tess", "emodb", "urdu", "turev"):
         files = sorted((SHARED / "speech_more" / corpus).rglob("*.opus"))

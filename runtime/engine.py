@@ -25,7 +25,7 @@ from .faces import FaceCropper
 from .mfcc import WindowMfcc, mfcc as compute_mfcc
 from .source import Audio, End, Frame, MediaInfo, MediaSource
 from .spec import FeatureSpec
-from .voice import GATE_OFF, MIN_VOICE_S, SAMPLE_RATE as VOICE_RATE, VoiceTrack, no_voice
+from .voice import GATE_OFF, SAMPLE_RATE as VOICE_RATE, VoiceTrack, no_voice
 from .voice import track as voice_track
 from .window import Window, audio_start, centred, sample_times
 
@@ -292,11 +292,10 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, voice: VoiceTrack | 
             warnings.append(f"audio covers {covered:.0%} of this window: audio input absent")
         elif float(np.abs(samples).max()) < SILENCE_PEAK:
             warnings.append("audio is digital silence in this window: audio input absent")
-        elif voice is not None and face_crops is not None and \
-                (said := _voiced(voice, first, spec, spent)) < MIN_VOICE_S:
+        elif voice is not None and face_crops is not None and (gated := _gate(voice, first, spec, spent)):
             # Noise read as speech would pull the face's answer (voice.py); without a face there is
             # nothing to fall back on, so audio-only input is read as it is.
-            warnings.append(no_voice(said))
+            warnings.append(gated)
         else:
             if covered < AUDIO_WARN_BELOW:
                 warnings.append(f"audio covers {covered:.0%} of this window: the rest is silence")
@@ -311,12 +310,12 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, voice: VoiceTrack | 
                         {"voice": spent["voice"] * 1e3, "mfcc": (time.perf_counter() - t0 - spent["voice"]) * 1e3})
 
 
-def _voiced(voice: VoiceTrack, first: int, spec: FeatureSpec, spent: dict[str, float]) -> float:
-    """Seconds of voice in the window's audio (at least MIN_VOICE_S once found, for a lazy track)."""
+def _gate(voice: VoiceTrack, first: int, spec: FeatureSpec, spent: dict[str, float]) -> str | None:
+    """voice.no_voice on the window's audio, its time kept (a lazy track reads here)."""
     t0 = time.perf_counter()
-    said = voice.voiced_s(first, spec.n_samples, enough=MIN_VOICE_S)
+    gated = no_voice(voice, first, spec.n_samples)
     spent["voice"] += time.perf_counter() - t0
-    return said
+    return gated
 
 
 def clip_window(path, spec: FeatureSpec, cropper: Callable[[], FaceCropper], voice_gate: bool = True) -> WindowInputs:

@@ -265,8 +265,8 @@ class Recognizer:
                 warnings.append(voice.GATE_OFF)
             else:
                 track.add(0, audio)
-                if (said := track.voiced_s(0, len(audio), enough=voice.MIN_VOICE_S)) < voice.MIN_VOICE_S:
-                    warnings.append(voice.no_voice(said))
+                if gated := voice.no_voice(track, 0, len(audio)):
+                    warnings.append(gated)
                     audio = None
         t1 = time.perf_counter()
         feats = compute_mfcc(audio, self.spec) if audio is not None else None

@@ -135,9 +135,14 @@ def track(lazy: bool = False) -> VoiceTrack | None:
 NO_VOICE = "no voice in this window's audio"
 
 
-def no_voice(voiced: float) -> str:
-    """The warning of a window the gate gave to the face alone (it starts with NO_VOICE)."""
-    return f"{NO_VOICE} ({voiced:.2f} s of speech, under {MIN_VOICE_S:g} s): audio input absent, the face alone answers"
+def no_voice(track: VoiceTrack, start: int, count: int) -> str | None:
+    """The gate's decision for samples [start, start + count) of a window that shows a face: None
+    when they hold MIN_VOICE_S of voice (read them as speech), else the warning that says why the
+    face answers alone (it starts with NO_VOICE)."""
+    said = track.voiced_s(start, count, enough=MIN_VOICE_S)
+    if said >= MIN_VOICE_S:
+        return None
+    return f"{NO_VOICE} ({said:.2f} s of speech, under {MIN_VOICE_S:g} s): audio input absent, the face alone answers"
 
 
 def voiced_s(samples: np.ndarray) -> float:

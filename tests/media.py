@@ -16,6 +16,17 @@ import av
 import numpy as np
 
 
+def noise(kind: str, seconds: float, dbfs: float, seed: int | np.random.Generator = 0, rate: int = 16000) -> np.ndarray:
+    """Coloured noise at an RMS level, float32 mono: white (flat), pink (1/f power) or brown (1/f^2,
+    a rumble): what a room, a fan or a street leaves on a microphone when nobody speaks."""
+    n = int(seconds * rate)
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
+    k = np.maximum(np.arange(len(spectrum)), 1)
+    spectrum /= {"white": 1, "pink": np.sqrt(k), "brown": k}[kind]
+    x = np.fft.irfft(spectrum, n)
+    return (x / np.sqrt(np.mean(x ** 2)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
 def place_face(face: np.ndarray, width: int, height: int, t: float, scale: float = 1.0,
                background: int = 90) -> np.ndarray:
     """A (height, width, 3) frame with `face` (RGB) pasted near the centre, swaying with time t."""

@@ -199,8 +199,7 @@ def test_a_file_that_kills_its_worker_is_recorded_and_the_others_are_done(local_
 
 
 def test_the_pool_reads_a_face_without_a_voice_alone_unless_told_not_to(local_ray, face, tmp_path):
-    from media import place_face, write_clip
-    from test_voice import noise
+    from media import noise, place_face, write_clip
 
     source = tmp_path / "in"
     source.mkdir()

@@ -82,8 +82,7 @@ def test_recognize_raw_bytes_and_multipart_give_the_cli_record(server, clip, exp
 
 
 def test_the_service_reads_a_face_without_a_voice_alone_unless_told_not_to(server, exported, face, tmp_path):
-    from media import place_face, write_clip
-    from test_voice import noise
+    from media import noise, place_face, write_clip
 
     frames = [place_face(face, 640, 360, i / 25) for i in range(100)]
     data = write_clip(tmp_path / "hum.mp4", frames, 25.0, audio=noise("brown", 4.0, -30)).read_bytes()

@@ -10,17 +10,9 @@ import pytest
 
 from mer.runtime.voice import MIN_VOICE_S, VoiceTrack, voiced_s
 
+from media import noise
+
 RATE = 16000
-
-
-def noise(kind: str, seconds: float, dbfs: float, seed: int = 0) -> np.ndarray:
-    """Coloured noise at an RMS level: white (flat), pink (1/f power) or brown (1/f^2, a rumble)."""
-    n = int(seconds * RATE)
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    k = np.maximum(np.arange(len(spectrum)), 1)
-    spectrum /= {"white": 1, "pink": np.sqrt(k), "brown": k}[kind]
-    x = np.fft.irfft(spectrum, n)
-    return (x / np.sqrt(np.mean(x ** 2)) * 10 ** (dbfs / 20)).astype(np.float32)
 
 
 def test_speech_has_a_voice_and_noise_has_none(speech):
