@@ -58,3 +58,23 @@ def test_footage_is_camera_like_high_profile_with_b_frames_and_motion_in_every_f
         assert all(len(cropper.detect(frames[i])) == 1 for i in (0, 17, 35))
     finally:
         cropper.close()
+
+
+def test_gpu_latency_runs_its_code_path_on_the_cpu_and_writes_its_rows(tmp_path):
+    """benchmarks/gpu_latency.py (figures from a GPU, in the README): its eager rows, ratios and
+    report run anywhere; the CUDA-graph row needs a GPU and is absent on the CPU."""
+    pytest.importorskip("torch")
+    script = SCRIPT.with_name("gpu_latency.py")
+    proc = subprocess.run([sys.executable, str(script), "--device", "cpu", "--repeats", "1", "--warmup", "0",
+                           "--fusions", "lt", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "gpu_latency.json").read_text())["rows"]
+    assert [(r["batch"], r["variant"]) for r in rows] == [(1, "fp32 eager"), (1, "fp16 eager"),
+                                                          (8, "fp32 eager"), (8, "fp16 eager")]
+    assert all(r["fusion"] == "lt" and r["face_px"] == 112 and r["p50_ms"] > 0 for r in rows)
+    assert rows[0]["speedup_vs_fp32_eager"] == 1.0 and rows[1]["speedup_vs_fp32_eager"] > 0
+    import torch
+
+    if not torch.cuda.is_available():  # without a GPU it says so in one line instead of a traceback
+        proc = subprocess.run([sys.executable, str(script), "--repeats", "1"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "no CUDA device here" in proc.stderr and "Traceback" not in proc.stderr
