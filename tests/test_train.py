@@ -421,18 +421,12 @@ def tiny_ferplus(shared):
     return shared
 
 
-def test_face_pretraining_keeps_a_moving_average_and_the_classifier_it_started_from(tmp_path):
-    """`mer-train faces --ema`: each epoch scores the averaged weights too and keeps whichever FER+
-    valid prefers (the checkpoint says which), the average resumes with the run, and `--init` starts
-    from the trunk's classifier as well as its trunk. On real faces: a FER+-format file of one face
-    and a TFEID-format tree of two, re-cropped by the runtime's cropper."""
+def tiny_face_tree(shared):
+    """The trunk trainer's data at its smallest: FER+ (4 train, 4 valid, 4 test) and a TFEID tree of
+    one real face twice (performer 03 happy, 24 sad: a training and a held-out performer)."""
     import cv2
-    import torch
-    from click.testing import CliRunner
 
-    from mer.train.pretrain_faces import main as pretrain
-
-    shared = tiny_ferplus(tmp_path / "shared")
+    shared = tiny_ferplus(shared)
     blob = dict(np.load(shared / "data" / "faces" / "ferplus.npz"))
     blob["split"] = np.array(["train"] * 4 + ["valid"] * 4 + ["test"] * 4)
     np.savez(shared / "data" / "faces" / "ferplus.npz", **blob)
@@ -444,6 +438,20 @@ def test_face_pretraining_keeps_a_moving_average_and_the_classifier_it_started_f
         cv2.imwrite(str(tfeid / "images" / f"{i}.jpg"), cv2.copyMakeBorder(face, 60, 60, 60, 60, cv2.BORDER_CONSTANT)[:, :, ::-1])
         rows.append(f"{i}.jpg,{performer},0,1,{expression}")
     (tfeid / "labels.csv").write_text("\n".join(rows) + "\n")
+    return shared
+
+
+def test_face_pretraining_keeps_a_moving_average_and_the_classifier_it_started_from(tmp_path):
+    """`mer-train faces --ema`: each epoch scores the averaged weights too and keeps whichever FER+
+    valid prefers (the checkpoint says which), the average resumes with the run, and `--init` starts
+    from the trunk's classifier as well as its trunk. On real faces: a FER+-format file of one face
+    and a TFEID-format tree of two, re-cropped by the runtime's cropper."""
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train.pretrain_faces import main as pretrain
+
+    shared = tiny_face_tree(tmp_path / "shared")
     args = ["--epochs", "2", "--batch", "2", "--size", "64", "--threads", "1", "--ema", "0.5", "--tfeid-repeat", "2"]
     runner = CliRunner(env={"MER_SHARED": str(shared)})
     result = runner.invoke(pretrain, ["--out", str(tmp_path / "a"), *args])
@@ -462,6 +470,46 @@ def test_face_pretraining_keeps_a_moving_average_and_the_classifier_it_started_f
     again = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
     drift = (again["fc.weight"] - best["fc"]["weight"]).abs().max()
     assert drift < 0.5 * best["fc"]["weight"].abs().max()
+
+
+def test_a_face_pack_carries_the_faces_and_trains_on_the_clock_without_shared(tmp_path, monkeypatch):
+    """`python -m mer.train.face_pack` then `mer-train faces --pack --budget-s`: FER+ faces travel
+    lossless, TFEID as the runtime cropper framed them; training reads the pack alone (no ../shared,
+    no MediaPipe needed), scores no FER+ test the pack left behind, stops on the clock and keeps no
+    resumable state. On real faces (the tiny FER+-format file and TFEID tree above)."""
+    import torch
+    from click.testing import CliRunner
+
+    from mer.train import face_pack
+    from mer.train.face_data import load_ferplus, load_tfeid
+    from mer.train.pretrain_faces import main as pretrain
+
+    shared = tiny_face_tree(tmp_path / "shared")
+    tfeid = shared / "data" / "faces" / "tfeid"
+    monkeypatch.setenv("MER_SHARED", str(shared))
+    pack = tmp_path / "faces.pack.npz"
+    result = CliRunner().invoke(face_pack.main, [str(pack), "--splits", "train,valid"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "FER+ {'train': 4, 'valid': 4}" in result.output and "TFEID 2 crops" in result.output
+    fer, crops = face_pack.read(pack)
+    original = load_ferplus(shared / "data" / "faces" / "ferplus.npz")
+    kept = np.isin(original.groups, ("train", "valid"))
+    assert np.array_equal(fer.images, original.images[kept])                  # lossless
+    assert np.array_equal(fer.targets, original.targets[kept]) and list(fer.groups) == list(original.groups[kept])
+    direct = load_tfeid(tfeid)
+    assert crops.images.shape == direct.images.shape and list(crops.groups) == ["03", "24"]
+    assert np.abs(crops.images.astype(int) - direct.images.astype(int)).mean() < 3   # JPEG q95 of the same crops
+
+    monkeypatch.setenv("MER_SHARED", str(tmp_path / "nothing-here"))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(pretrain, ["--out", str(out), "--pack", str(pack), "--budget-s", "2", "--batch", "2",
+                                           "--size", "64", "--threads", "1", "--mixup", "0.2", "--video-aug", "0.5",
+                                           "--tfeid-repeat", "2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log and all(r["ferplus_test"] is None and r["ferplus_valid"]["n"] == 4 for r in log)
+    best = torch.load(out / "best_trunk.pt", weights_only=False)
+    assert best["budget_s"] == 2 and best["mixup"] == 0.2 and not (out / "last.pt").exists()
 
 
 def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp_path):
@@ -882,3 +930,17 @@ def test_eval_faces_mirror_reads_a_face_and_its_mirror_alike_and_a_headless_trun
                                 env={"MER_SHARED": str(tmp_path / "none")})
     assert result.exit_code == 1 and "no classifier head" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    # A trunk without its temporal head (as taken out of a fusion) is scored; another network is not.
+    from mer.train.fusion import trunk_only
+
+    fc = model.fc.state_dict()
+    torch.save({"state_dict": trunk_only(model.trunk.state_dict()), "fc": fc, "size": 112}, tmp_path / "bare.pt")
+    torch.save({"state_dict": {"conv1.0.weight": torch.zeros(1)}, "fc": fc, "size": 112}, tmp_path / "other.pt")
+    from mer.train.cli import _face_classifier
+
+    bare = _face_classifier(tmp_path / "bare.pt", torch.load(tmp_path / "bare.pt", weights_only=False)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(face_logits(bare, x), plain)
+    result = CliRunner().invoke(cli.main, ["eval-faces", "--trunk", str(tmp_path / "other.pt")],
+                                env={"MER_SHARED": str(tmp_path / "none")})
+    assert result.exit_code == 1 and "not a face trunk of this architecture" in result.output

@@ -113,15 +113,25 @@ def main() -> None:
 @click.option("--tfeid-repeat", default=1, show_default=True, help="TFEID training photos repeated per epoch.")
 @click.option("--ema", default=0.0, show_default=True,
               help="Also keep a moving average of the weights (decay per step; 0: off), kept when FER+ valid prefers it.")
+@click.option("--mixup", default=0.0, show_default=True, help="Mixup of training faces, Beta(a, a) weights (0: off).")
+@click.option("--batch", default=96, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--pack", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Faces from a pack (python -m mer.train.face_pack) instead of ../shared.")
+@click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda).")
+@click.option("--budget-s", default=0.0, show_default=True,
+              help="Train this many seconds, the learning-rate cycle on the clock, instead of --epochs (no resume).")
 @click.option("--threads", default=0, help="torch threads (0: all cores).")
 @click.pass_context
 def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, video_aug: float, tfeid_repeat: int,
-          ema: float, threads: int) -> None:
+          ema: float, mixup: float, batch: int, seed: int, pack: Path | None, device: str, budget_s: float,
+          threads: int) -> None:
     """Pretrain the face trunk on FER+ and TFEID (resumes from OUT/last.pt)."""
     from . import pretrain_faces
 
     ctx.invoke(pretrain_faces.main, out=out, epochs=epochs, size=size, lr=lr, init=init, video_aug=video_aug,
-               tfeid_repeat=tfeid_repeat, ema=ema, threads=threads)
+               tfeid_repeat=tfeid_repeat, ema=ema, mixup=mixup, batch=batch, seed=seed, pack=pack, device=device,
+               budget_s=budget_s, threads=threads)
 
 
 @main.command("eval-faces")
@@ -151,6 +161,7 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
         blob = torch.load(trunk, map_location="cpu", weights_only=False)
         if "fc" not in blob:  # a trunk taken out of a fusion checkpoint keeps no classifier
             raise click.ClickException(f"{trunk}: no classifier head ('fc'); score a fusion with --model instead")
+        classifier = _face_classifier(trunk, blob)
     fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
     test = fer.subset(fer.groups == "test")
     tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
@@ -166,16 +177,30 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
             "tfeid_held_out_as_video_clips": face_alone_scores(fusion, held.images, held.labels, as_clips=True),
             "model": str(model), "mirror_faces": fusion.mirror_faces, "trained_on": trained_on}))
         return
-    model = FaceClassifier()
-    model.trunk.load_state_dict(blob["state_dict"])
-    model.fc.load_state_dict(blob["fc"])
     test = dataclasses.replace(test, images=_to_rgb112(test.images))
-    rows = {"ferplus_test": evaluate(model, test, blob["size"], mirror=mirror),
-            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(model, held, blob["size"], mirror=mirror),
-            "tfeid_held_out_as_video_clips": clip_agreement(model, held.images, held.labels, blob["size"],
+    rows = {"ferplus_test": evaluate(classifier, test, blob["size"], mirror=mirror),
+            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(classifier, held, blob["size"], mirror=mirror),
+            "tfeid_held_out_as_video_clips": clip_agreement(classifier, held.images, held.labels, blob["size"],
                                                             mirror=mirror),
-            "trunk": str(trunk), "epoch": blob["epoch"], "mirror": mirror}
+            "trunk": str(trunk), "epoch": blob.get("epoch"), "mirror": mirror}
     click.echo(json.dumps(rows))
+
+
+def _face_classifier(path: Path, blob: dict):
+    """The trunk and its classifier head of a trunk checkpoint. The per-frame trunk is what is
+    scored: one taken out of a fusion (`_trunk_file`) keeps no temporal head, and needs none."""
+    from .fusion import TRUNK_MODULES
+    from .pretrain_faces import FaceClassifier
+
+    model = FaceClassifier()
+    try:
+        missing, unexpected = model.trunk.load_state_dict(blob["state_dict"], strict=False)
+    except RuntimeError:  # a tensor of another shape
+        missing, unexpected = [], ["(shapes differ)"]
+    if unexpected or any(k.split(".")[0] in TRUNK_MODULES for k in missing):
+        raise click.ClickException(f"{path}: not a face trunk of this architecture")
+    model.fc.load_state_dict(blob["fc"])
+    return model
 
 
 @main.command()

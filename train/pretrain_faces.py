@@ -8,6 +8,7 @@ are evaluated once per epoch for the log but never used to choose anything.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -60,10 +61,11 @@ def face_logits(model: nn.Module, x: torch.Tensor, mirror: bool = False) -> torc
 @torch.no_grad()
 def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256, mirror: bool = False) -> dict:
     model.eval()
+    device = next(model.parameters()).device
     preds = []
     for i in range(0, len(faces.labels), batch):
-        x = resize(to_float_nchw(torch.from_numpy(faces.images[i:i + batch])), size)
-        preds.append(face_logits(model, x, mirror).argmax(1).numpy())
+        x = resize(to_float_nchw(torch.from_numpy(faces.images[i:i + batch]).to(device)), size)
+        preds.append(face_logits(model, x, mirror).argmax(1).cpu().numpy())
     pred = np.concatenate(preds)
     acc = float((pred == faces.labels).mean())
     return {"accuracy": acc, "n": int(len(pred))}
@@ -86,21 +88,33 @@ def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256, mirr
 @click.option("--ema", default=0.0, show_default=True,
               help="Also keep an exponential moving average of the weights with this decay per step (0: off); "
               "each epoch the average is scored too, and kept when FER+ valid prefers it.")
+@click.option("--mixup", default=0.0, show_default=True,
+              help="Mix pairs of training faces and their targets, weight ~ Beta(a, a) (0: off).")
+@click.option("--pack", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Read the faces from this pack (python -m mer.train.face_pack) instead of ../shared; "
+              "FER+ splits it lacks are not scored.")
+@click.option("--device", default="cpu", show_default=True, help="torch device to train on (cpu, cuda).")
+@click.option("--budget-s", default=0.0, show_default=True,
+              help="Train for this many seconds instead of --epochs: the learning-rate cycle runs on the clock "
+              "(no resume), for a machine lent for a fixed time.")
 def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int, seed: int, init: Path | None,
-         video_aug: float, tfeid_repeat: int, ema: float) -> None:
+         video_aug: float, tfeid_repeat: int, ema: float, mixup: float = 0.0, pack: Path | None = None,
+         device: str = "cpu", budget_s: float = 0.0) -> None:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    dev = torch.device(device)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
     out.mkdir(parents=True, exist_ok=True)
-    fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
-    fer = FaceSet(_to_rgb112(fer.images), fer.targets, fer.labels, fer.groups)
-    tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
+    fer, tfeid = _faces(pack)
     tfeid_test = np.isin(tfeid.groups, TFEID_TEST_PERFORMERS)
     train = [fer.subset(fer.groups == "train")] + [tfeid.subset(~tfeid_test)] * tfeid_repeat
     images = np.concatenate([t.images for t in train])
     targets = np.concatenate([t.targets for t in train])
     valid, test = fer.subset(fer.groups == "valid"), fer.subset(fer.groups == "test")
     tfeid_held = tfeid.subset(tfeid_test)
+    # Faces stay uint8 where the model is (1.3 GB for FER+ at 112 px): a batch is cut out there.
+    images_t, targets_t = torch.from_numpy(images).to(dev), torch.from_numpy(targets).to(dev)
 
     model = FaceClassifier()
     if init is not None:
@@ -108,13 +122,16 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
         model.trunk.load_state_dict(start["state_dict"], strict=False)
         if "fc" in start:  # a trunk that kept its classifier: a new random head would first undo it
             model.fc.load_state_dict(start["fc"])
+    model.to(dev)
     averaged = _ema_model(model, ema) if ema else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = len(images) // batch
+    if budget_s:  # the one-cycle shape on the clock; the epoch count is whatever the time allows
+        epochs = 10 ** 6
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     start_epoch, best = 0, -1.0
     ckpt_path = out / "last.pt"
-    if ckpt_path.exists():  # resume
+    if ckpt_path.exists() and not budget_s:  # resume
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
         if averaged is not None and "ema" in ck:
@@ -122,29 +139,46 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
         start_epoch, best = ck["epoch"] + 1, ck["best"]
         print(f"resumed from epoch {ck['epoch']}", flush=True)
     gen = torch.Generator().manual_seed(seed)
+    # Augmentation draws where the batch is; on the CPU that is `gen` itself (runs as before).
+    aug_gen = gen if dev.type == "cpu" else torch.Generator(dev)
     log = open(out / "log.jsonl", "a")
+    started, over = time.time(), False
     for epoch in range(start_epoch, epochs):
         gen.manual_seed(seed * 1000 + epoch)
+        if aug_gen is not gen:
+            aug_gen.manual_seed(seed * 1000 + epoch)
         model.train()
         order = torch.randperm(len(images), generator=gen).numpy()
         t0, seen, loss_sum = time.time(), 0, 0.0
         for step in range(steps_per_epoch):
-            idx = np.sort(order[step * batch:(step + 1) * batch])
-            x = augment(to_float_nchw(torch.from_numpy(images[idx])), size, gen)
+            if budget_s:
+                done = (time.time() - started) / budget_s
+                if done >= 1:
+                    over = True
+                    break
+                _set_lr(opt, _one_cycle(done, lr))
+            idx = torch.from_numpy(np.sort(order[step * batch:(step + 1) * batch])).to(dev)
+            x = augment(to_float_nchw(images_t[idx]), size, aug_gen)
             if video_aug > 0:
-                x = degrade(x, gen, video_aug)
-            y = torch.from_numpy(targets[idx])
+                x = degrade(x, aug_gen, video_aug)
+            y = targets_t[idx]
+            if mixup > 0:
+                x, y = _mix(x, y, mixup, aug_gen)
             loss = -(F.log_softmax(model(x), 1) * y).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step(); sched.step()
+            opt.step()
+            if not budget_s:
+                sched.step()
             if averaged is not None:
                 averaged.update_parameters(model)
             seen += len(idx); loss_sum += loss.item() * len(idx)
             if step % 50 == 0:
                 print(f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss_sum / seen:.4f} "
                       f"{seen / (time.time() - t0):.1f} img/s", flush=True)
-        row = {"epoch": epoch, "loss": loss_sum / seen, "seconds": time.time() - t0,
+        if seen == 0:
+            break
+        row = {"epoch": epoch, "loss": loss_sum / seen, "seconds": time.time() - t0, "steps": seen // batch,
                **_scores(model, valid, test, tfeid_held, size)}
         candidates = [(model, row)]
         if averaged is not None:
@@ -160,10 +194,46 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
                 torch.save({"state_dict": weights.trunk.state_dict(), "fc": weights.fc.state_dict(),
                             "size": size, "epoch": epoch, "metrics": row, "video_aug": video_aug,
                             "init": str(init) if init else None, "tfeid_repeat": tfeid_repeat,
-                            "averaged": weights is not model}, out / "best_trunk.pt")
+                            "averaged": weights is not model, "mixup": mixup, "seed": seed, "lr": lr,
+                            "budget_s": budget_s}, out / "best_trunk.pt")
+        if budget_s:  # a clock-driven run does not resume: no optimiser state to keep
+            if over:
+                break
+            continue
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch, "best": best, **({"ema": averaged.state_dict()} if averaged is not None else {})},
                    ckpt_path)
+
+
+def _faces(pack: Path | None) -> tuple[FaceSet, FaceSet]:
+    """FER+ (grey, upscaled to 112 px RGB) and TFEID (runtime-cropped), from ../shared or a pack."""
+    if pack is not None:
+        from .face_pack import read
+
+        fer, tfeid = read(pack)
+    else:
+        fer, tfeid = load_ferplus(data_dir() / "faces" / "ferplus.npz"), load_tfeid(data_dir() / "faces" / "tfeid")
+    return FaceSet(_to_rgb112(fer.images), fer.targets, fer.labels, fer.groups), tfeid
+
+
+def _one_cycle(done: float, lr: float, warm: float = 0.15) -> float:
+    """OneCycleLR's cosine shape (start lr/25, peak lr at `warm`, end lr/25e4) at fraction `done`."""
+    start, end = lr / 25, lr / 25e4
+    if done < warm:
+        return start + (lr - start) * (1 - math.cos(math.pi * done / warm)) / 2
+    return end + (lr - end) * (1 + math.cos(math.pi * (done - warm) / (1 - warm))) / 2
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _mix(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup: each face blended with another of the batch, the targets by the same weight."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(len(x), generator=generator, device=generator.device)
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
 
 
 def _ema_model(model: nn.Module, decay: float) -> nn.Module:
@@ -175,7 +245,9 @@ def _ema_model(model: nn.Module, decay: float) -> nn.Module:
 
 
 def _scores(model: nn.Module, valid: FaceSet, test: FaceSet, tfeid_held: FaceSet, size: int) -> dict:
-    return {"ferplus_valid": evaluate(model, valid, size), "ferplus_test": evaluate(model, test, size),
+    # A pack may leave FER+ test behind (scored where the data is, by `mer-train eval-faces`).
+    return {"ferplus_valid": evaluate(model, valid, size),
+            "ferplus_test": evaluate(model, test, size) if len(test.labels) else None,
             "tfeid_test_performers": evaluate(model, tfeid_held, size)}
 
 
