@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .contract import INPUTS, OUTPUT, Meta
+from .contract import BACKENDS, INPUTS, OUTPUT, Meta
 from .errors import ModelError
 from .spec import LABELS, FeatureSpec, SpecError
 
-BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
 # What each backend asks ONNX Runtime for, best first. "auto" keeps whichever actually runs.
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],

@@ -405,12 +405,10 @@ def _model_error(exc: BaseException) -> str | None:
 @click.option("--format", "fmt", type=click.Choice(("jsonl", "parquet")), default="jsonl", show_default=True,
               help="DIR/results.jsonl, or DIR/part-*.parquet.")
 @click.option("--timeline", is_flag=True, help="One record per window over each whole recording.")
-@click.option("--hop", type=float, help="--timeline: seconds between windows (default 0.96).")
-@click.option("--model", "model_path", help="ONNX model file or TensorRT engine, readable on every node "
-                                            "(default: the bundled model).")
-@click.option("--fusion", type=click.Choice(("lt", "it", "ia")), help="Use the bundled model of this fusion.")
-@click.option("--backend", type=click.Choice(("auto", "cpu", "cuda", "tensorrt")), default="auto",
-              show_default=True, help="Execution backend in each actor.")
+@options.hop("--timeline: seconds between windows (default 0.96).")
+@options.model("ONNX model file or TensorRT engine, readable on every node (default: the bundled model).")
+@options.fusion()
+@options.backend("Execution backend in each actor.")
 @click.option("--actors", type=click.IntRange(min=1), help="Actors in the pool, each with one recogniser "
                                                            "(default: one per CPU, or per --gpus-per-actor GPUs).")
 @click.option("--cpus-per-actor", type=click.IntRange(min=1), help="CPUs each actor reserves, and its ONNX "
@@ -434,14 +432,10 @@ def command(source, out_dir, address, fmt, timeline, hop, model_path, fusion, ba
         raise click.UsageError("give a folder or a manifest")
     if not out_dir:
         raise click.UsageError("give --out DIR")
-    if model_path is not None and fusion:
-        raise click.UsageError("give --model or --fusion, not both")
+    options.check_model(model_path, fusion)
     if hop is not None and not timeline:
         raise click.UsageError("--hop needs --timeline")
-    from .window import hop_problem
-
-    if hop is not None and (problem := hop_problem(hop)):
-        raise click.UsageError(f"--{problem}")
+    options.check_hop(hop)
     if num_cpus is not None and address:
         raise click.UsageError("--num-cpus sizes a local Ray: not with --address")
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, handled in run()

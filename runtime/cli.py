@@ -21,9 +21,6 @@ import click
 
 from . import options
 
-FUSION_CHOICES = ("lt", "it", "ia")
-BACKEND_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
-
 
 class _OutputError(Exception):
     """stdout or an output file cannot be written (a full disk, a closed pipe)."""
@@ -174,14 +171,12 @@ def _segment_table(name: str, records: list[dict], duration: float | None) -> li
 # ---------------------------------------------------------------------------------------------
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1)
-@click.option("--model", "model_path", help="ONNX model file or TensorRT engine (default: the bundled model).")
-@click.option("--fusion", type=click.Choice(FUSION_CHOICES), help="Use the bundled model of this fusion.")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
-              help="Execution backend; 'auto' picks the best that actually runs.")
+@options.model()
+@options.fusion()
+@options.backend()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record per line.")
 @click.option("--timeline", is_flag=True, help="One record per window over the whole recording.")
-@click.option("--hop", type=float, help="Seconds between windows (default 0.96: 4 face samples, so "
-                                        "neighbouring windows share frames).")
+@options.hop()
 @click.option("--plot", "plot_path", help="--timeline: write a chart of the emotions over time (PNG).")
 @click.option("--csv", "csv_path", help="--timeline: write one row per window to this CSV file.")
 @click.option("--out", "out_path", help="Append records to this JSON-lines file; a re-run skips what it holds.")
@@ -194,8 +189,7 @@ def main(paths, model_path, fusion, backend, as_json, timeline, hop, plot_path, 
     (wav, flac, mp3...): neutral, calm, happy, sad, angry, fearful, disgust or surprised.
     Folders are searched recursively."""
     _route_native_stderr_away()
-    if model_path is not None and fusion:
-        raise click.UsageError("give --model or --fusion, not both")
+    options.check_model(model_path, fusion)
     if live_source is None and not paths:
         raise click.UsageError("give a file or folder, or --live SOURCE")
     if live_source is not None and paths:
@@ -206,10 +200,7 @@ def main(paths, model_path, fusion, backend, as_json, timeline, hop, plot_path, 
         raise click.UsageError("--plot and --csv need --timeline (or --live)")
     if hop is not None and not (timeline or live_source):
         raise click.UsageError("--hop needs --timeline or --live")
-    from .window import hop_problem
-
-    if hop is not None and (problem := hop_problem(hop)):
-        raise click.UsageError(f"--{problem}")
+    options.check_hop(hop)
 
     from .errors import MerError
     from .recognizer import Recognizer, bundled_model

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 FUSIONS = ("lt", "it", "ia")  # late transformer, intermediate transformer, intermediate attention
 DEFAULT_FUSION = "ia"
+# Where a model runs: ONNX Runtime on the CPU or CUDA, or TensorRT; "auto" keeps the best that runs.
+BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
 
 # What the runtime can feed, each with its own calibration (temperature and class bias): both
 # modalities, speech with no face found (the trunk sees all-zero crops), a face with no audio

@@ -475,8 +475,8 @@ def main() -> None:
                   help="Worker threads per process, one recogniser each.")
     @click.option("--queue", "queue_size", default=4, show_default=True, type=click.IntRange(0, 10_000),
                   help="Requests that may wait for a worker; beyond that, 503 with Retry-After.")
-    @click.option("--model", help="ONNX model file (default: the bundled model).")
-    @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]))
+    @options.model("ONNX model file (default: the bundled model).", name="model")
+    @options.backend()
     @click.option("--max-mb", default=200.0, show_default=True, help="Upload size limit (413 past it).")
     @click.option("--max-seconds", default=1800.0, show_default=True, help="Recording length limit (422 past it).")
     @click.option("--timeout", "timeout_s", default=300.0, show_default=True, help="Time limit per request, seconds.")
