@@ -52,7 +52,7 @@ def _call(model, faces, mfcc, fp16: bool):
 
 def _fp16(model, faces, mfcc):
     # cache_enabled=False: autocast's weight cache must not outlive a CUDA graph capture.
-    with torch.autocast(faces.device.type, dtype=torch.float16 if faces.is_cuda else torch.bfloat16, cache_enabled=False):
+    with torch.autocast(faces.device.type, dtype=torch.float16, cache_enabled=False):
         return model(faces, mfcc)
 
 

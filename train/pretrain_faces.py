@@ -7,6 +7,7 @@ are evaluated once per epoch for the log but never used to choose anything.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -126,12 +127,13 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
     averaged = _ema_model(model, ema) if ema else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = len(images) // batch
-    if budget_s:  # the one-cycle shape on the clock; the epoch count is whatever the time allows
-        epochs = 10 ** 6
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
+    # On the clock (budget_s), the one-cycle shape follows the time (_one_cycle) and the epoch
+    # count is whatever the time allows; otherwise the scheduler steps it over the epochs asked.
+    sched = None if budget_s else torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     start_epoch, best = 0, -1.0
     ckpt_path = out / "last.pt"
-    if ckpt_path.exists() and not budget_s:  # resume
+    if ckpt_path.exists() and sched is not None:  # resume
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
         if averaged is not None and "ema" in ck:
@@ -142,8 +144,8 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
     # Augmentation draws where the batch is; on the CPU that is `gen` itself (runs as before).
     aug_gen = gen if dev.type == "cpu" else torch.Generator(dev)
     log = open(out / "log.jsonl", "a")
-    started, over = time.time(), False
-    for epoch in range(start_epoch, epochs):
+    started = time.time()
+    for epoch in itertools.count(start_epoch) if budget_s else range(start_epoch, epochs):
         gen.manual_seed(seed * 1000 + epoch)
         if aug_gen is not gen:
             aug_gen.manual_seed(seed * 1000 + epoch)
@@ -154,7 +156,6 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
             if budget_s:
                 done = (time.time() - started) / budget_s
                 if done >= 1:
-                    over = True
                     break
                 _set_lr(opt, _one_cycle(done, lr))
             idx = torch.from_numpy(np.sort(order[step * batch:(step + 1) * batch])).to(dev)
@@ -168,7 +169,7 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if not budget_s:
+            if sched is not None:
                 sched.step()
             if averaged is not None:
                 averaged.update_parameters(model)
@@ -197,7 +198,7 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
                             "averaged": weights is not model, "mixup": mixup, "seed": seed, "lr": lr,
                             "budget_s": budget_s}, out / "best_trunk.pt")
         if budget_s:  # a clock-driven run does not resume: no optimiser state to keep
-            if over:
+            if time.time() - started >= budget_s:
                 break
             continue
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
