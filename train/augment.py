@@ -17,9 +17,14 @@ def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
     return x.contiguous()
 
 
+def _where(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    """Where draws are made: a generator draws on its own device, the global one where the batch is."""
+    return generator.device if generator is not None else device
+
+
 def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Uniform [0, 1) draws where the batch lives: a generator draws on its own device."""
-    return torch.rand(n, generator=generator, device=generator.device if generator is not None else device)
+    """Uniform [0, 1) draws."""
+    return torch.rand(n, generator=generator, device=_where(generator, device))
 
 
 def augment(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
@@ -99,7 +104,7 @@ def degrade(x: torch.Tensor, generator: torch.Generator | None = None, p: float 
         return float(_rand(1, generator, dev))
 
     def randint(lo: int, hi: int) -> int:  # [lo, hi), drawn like torch.randint
-        return int(torch.randint(lo, hi, (1,), generator=generator, device=generator.device if generator is not None else dev))
+        return int(torch.randint(lo, hi, (1,), generator=generator, device=_where(generator, dev)))
 
     out = x.clone()
     blur = chosen(p / 2)
