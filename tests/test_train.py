@@ -510,6 +510,16 @@ def test_a_face_pack_carries_the_faces_and_trains_on_the_clock_without_shared(tm
     assert log and all(r["ferplus_test"] is None and r["ferplus_valid"]["n"] == 4 for r in log)
     best = torch.load(out / "best_trunk.pt", weights_only=False)
     assert best["budget_s"] == 2 and best["mixup"] == 0.2 and not (out / "last.pt").exists()
+    # Scored where the data is: eval-faces gives each set's confusion matrix beside its accuracy.
+    from mer.train import cli
+
+    result = CliRunner(env={"MER_SHARED": str(shared)}).invoke(cli.main, ["eval-faces", "--trunk", str(out / "best_trunk.pt")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    scores = json.loads(result.output.strip().splitlines()[-1])
+    for name, n in (("ferplus_test", 4), ("tfeid_performers_24-25-26-27-28-29", 1)):
+        cm = np.array(scores[name]["confusion"])
+        assert cm.shape == (8, 8) and cm.sum() == scores[name]["n"] == n
+        assert scores[name]["accuracy"] == np.trace(cm) / n and 0 <= scores[name]["uar"] <= 1
 
 
 def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp_path):

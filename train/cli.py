@@ -178,8 +178,9 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
             "model": str(model), "mirror_faces": fusion.mirror_faces, "trained_on": trained_on}))
         return
     test = dataclasses.replace(test, images=_to_rgb112(test.images))
-    rows = {"ferplus_test": evaluate(classifier, test, blob["size"], mirror=mirror),
-            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(classifier, held, blob["size"], mirror=mirror),
+    rows = {"ferplus_test": evaluate(classifier, test, blob["size"], mirror=mirror, detail=True),
+            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(classifier, held, blob["size"], mirror=mirror,
+                                                                              detail=True),
             "tfeid_held_out_as_video_clips": clip_agreement(classifier, held.images, held.labels, blob["size"],
                                                             mirror=mirror),
             "trunk": str(trunk), "epoch": blob.get("epoch"), "mirror": mirror}

@@ -60,7 +60,9 @@ def face_logits(model: nn.Module, x: torch.Tensor, mirror: bool = False) -> torc
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256, mirror: bool = False) -> dict:
+def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256, mirror: bool = False,
+             detail: bool = False) -> dict:
+    """Accuracy over `faces`; with `detail`, also UAR and the confusion matrix (metrics.summarise)."""
     model.eval()
     device = next(model.parameters()).device
     preds = []
@@ -68,8 +70,11 @@ def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256, mirr
         x = resize(to_float_nchw(torch.from_numpy(faces.images[i:i + batch]).to(device)), size)
         preds.append(face_logits(model, x, mirror).argmax(1).cpu().numpy())
     pred = np.concatenate(preds)
-    acc = float((pred == faces.labels).mean())
-    return {"accuracy": acc, "n": int(len(pred))}
+    if detail:
+        from .metrics import summarise
+
+        return summarise(faces.labels, pred)
+    return {"accuracy": float((pred == faces.labels).mean()), "n": int(len(pred))}
 
 
 @click.command()
