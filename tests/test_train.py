@@ -501,6 +501,13 @@ def test_a_face_pack_carries_the_faces_and_trains_on_the_clock_without_shared(tm
     assert np.abs(crops.images.astype(int) - direct.images.astype(int)).mean() < 3   # JPEG q95 of the same crops
 
     monkeypatch.setenv("MER_SHARED", str(tmp_path / "nothing-here"))
+    # Bad input: one line naming the file and the reason, exit 1, nothing written.
+    result = CliRunner().invoke(face_pack.main, [str(tmp_path / "other.npz")])
+    assert result.exit_code == 1 and "ferplus.npz: not found" in result.output and not (tmp_path / "other.npz").exists()
+    (tmp_path / "junk.npz").write_text("not a pack")
+    result = CliRunner().invoke(pretrain, ["--out", str(tmp_path / "junk-run"), "--pack", str(tmp_path / "junk.npz")])
+    assert result.exit_code == 1 and "junk.npz: not a face pack" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "junk-run").exists()
     out = tmp_path / "run"
     result = CliRunner().invoke(pretrain, ["--out", str(out), "--pack", str(pack), "--budget-s", "2", "--batch", "2",
                                            "--size", "64", "--threads", "1", "--mixup", "0.2", "--video-aug", "0.5",

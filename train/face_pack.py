@@ -48,13 +48,21 @@ def _decode(data: np.ndarray, ends: np.ndarray, colour: bool) -> np.ndarray:
     return np.stack([im[:, :, ::-1] for im in images] if colour else images)
 
 
+def shared_faces() -> tuple[FaceSet, FaceSet]:
+    """FER+ and TFEID (through the runtime cropper) from `../shared`; ValueError, in one line, when absent."""
+    faces = data_dir() / "faces"
+    for need in (faces / "ferplus.npz", faces / "tfeid" / "labels.csv"):
+        if not need.is_file():
+            raise ValueError(f"{need}: not found (the face data lives in ../shared, or set MER_SHARED)")
+    return load_ferplus(faces / "ferplus.npz"), load_tfeid(faces / "tfeid")
+
+
 def write(out: Path, splits: tuple[str, ...] = ("train", "valid", "test"), tfeid_quality: int = 95) -> dict:
     """Build the pack from `../shared` (FER+ and TFEID through the runtime cropper); returns its sizes."""
     import cv2
 
-    fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
+    fer, tfeid = shared_faces()
     fer = fer.subset(np.isin(fer.groups, splits))
-    tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
     fer_data, fer_ends = _encode(fer.images, ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101])  # >100: lossless
     tf_data, tf_ends = _encode(tfeid.images, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, tfeid_quality])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,9 +79,13 @@ def write(out: Path, splits: tuple[str, ...] = ("train", "valid", "test"), tfeid
 
 def read(path: Path) -> tuple[FaceSet, FaceSet]:
     """(FER+ grey 48×48, TFEID RGB 112×112 crops) as `load_ferplus` / `load_tfeid` give them."""
-    blob = np.load(path)
-    if int(blob["format"]) != FORMAT:
-        raise ValueError(f"{path}: face pack format {int(blob['format'])}, this code reads {FORMAT}")
+    try:
+        blob = np.load(path)
+        found = int(blob["format"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # not an .npz, or not one of ours
+        raise ValueError(f"{path}: not a face pack ({type(exc).__name__})") from None
+    if found != FORMAT:
+        raise ValueError(f"{path}: face pack format {found}, this code reads {FORMAT}")
     fer = FaceSet(_decode(blob["fer_data"], blob["fer_ends"], colour=False), blob["fer_targets"],
                   blob["fer_labels"], blob["fer_groups"])
     tfeid = FaceSet(_decode(blob["tfeid_data"], blob["tfeid_ends"], colour=True), blob["tfeid_targets"],
@@ -91,7 +103,10 @@ def main(out: Path, splits: str, tfeid_quality: int) -> None:
     unknown = set(kept) - {"train", "valid", "test"}
     if unknown:
         raise click.UsageError(f"--splits: no FER+ split {sorted(unknown)[0]!r} (train, valid, test)")
-    sizes = write(out, kept, tfeid_quality)
+    try:
+        sizes = write(out, kept, tfeid_quality)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}: {sizes['file_bytes'] / 2**20:.1f} MiB; FER+ {sizes['ferplus']} "
                f"({sizes['ferplus_bytes'] / 2**20:.1f} MiB, lossless), TFEID {sizes['tfeid']} crops "
                f"({sizes['tfeid_bytes'] / 2**20:.1f} MiB, JPEG q{tfeid_quality})")

@@ -21,8 +21,7 @@ from torch import nn
 
 from .augment import augment, degrade, resize, to_float_nchw
 from .efficientface import FEATURE_DIM, EfficientFaceTemporal
-from .face_data import FaceSet, load_ferplus, load_tfeid
-from .paths import data_dir
+from .face_data import FaceSet
 
 TFEID_TEST_PERFORMERS = ("24", "25", "26", "27", "28", "29")  # performer-disjoint hold-out
 
@@ -111,8 +110,8 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
     torch.manual_seed(seed)
     dev = torch.device(device)
     torch.backends.cudnn.benchmark = dev.type == "cuda"
-    out.mkdir(parents=True, exist_ok=True)
     fer, tfeid = _faces(pack)
+    out.mkdir(parents=True, exist_ok=True)  # once there is something to train on
     tfeid_test = np.isin(tfeid.groups, TFEID_TEST_PERFORMERS)
     train = [fer.subset(fer.groups == "train")] + [tfeid.subset(~tfeid_test)] * tfeid_repeat
     images = np.concatenate([t.images for t in train])
@@ -213,12 +212,12 @@ def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int,
 
 def _faces(pack: Path | None) -> tuple[FaceSet, FaceSet]:
     """FER+ (grey, upscaled to 112 px RGB) and TFEID (runtime-cropped), from ../shared or a pack."""
-    if pack is not None:
-        from .face_pack import read
+    from .face_pack import read, shared_faces
 
-        fer, tfeid = read(pack)
-    else:
-        fer, tfeid = load_ferplus(data_dir() / "faces" / "ferplus.npz"), load_tfeid(data_dir() / "faces" / "tfeid")
+    try:
+        fer, tfeid = read(pack) if pack is not None else shared_faces()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     return FaceSet(_to_rgb112(fer.images), fer.targets, fer.labels, fer.groups), tfeid
 
 
