@@ -37,19 +37,6 @@ def _model(fusion: str, face_size: int | None, device: torch.device):
     return model.to(device).eval(), spec
 
 
-def _inputs(spec, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    faces = torch.randint(0, 256, (batch, *spec.faces_shape), dtype=torch.uint8, generator=g)
-    mfcc = torch.randn((batch, *spec.mfcc_shape), generator=g) * 40
-    return faces.to(device), mfcc.to(device)
-
-
-def _call(model, faces, mfcc, fp16: bool):
-    if fp16:
-        return lambda: _fp16(model, faces, mfcc)
-    return lambda: model(faces, mfcc)
-
-
 def _fp16(model, faces, mfcc):
     # cache_enabled=False: autocast's weight cache must not outlive a CUDA graph capture.
     with torch.autocast(faces.device.type, dtype=torch.float16, cache_enabled=False):
@@ -92,14 +79,16 @@ def _row(name: str, samples: list[float], base: float | None) -> dict:
 
 def bench(fusion: str, face_size: int | None, batch: int, device: torch.device, repeats: int,
           warmup: int = 10) -> list[dict]:
+    from mer.export.onnx_export import example_inputs  # the inputs export traces with
+
     model, spec = _model(fusion, face_size, device)
-    faces, mfcc = _inputs(spec, batch, device)
+    faces, mfcc = (t.to(device) for t in example_inputs(spec, batch))
     rows = []
     with torch.inference_mode():
-        base = _time(_call(model, faces, mfcc, fp16=False), device, repeats, warmup)
+        base = _time(lambda: model(faces, mfcc), device, repeats, warmup)
         rows.append(_row("fp32 eager", base, None))
         b50 = float(np.percentile(base, 50))
-        rows.append(_row("fp16 eager", _time(_call(model, faces, mfcc, fp16=True), device, repeats, warmup), b50))
+        rows.append(_row("fp16 eager", _time(lambda: _fp16(model, faces, mfcc), device, repeats, warmup), b50))
         if device.type == "cuda":
             replay, out = _graphed(model, faces, mfcc)
             replay()  # capture records the kernels without running them: `out` is filled by a replay

@@ -449,7 +449,7 @@ def test_face_pretraining_keeps_a_moving_average_and_the_classifier_it_started_f
     import torch
     from click.testing import CliRunner
 
-    from mer.train.pretrain_faces import main as pretrain
+    from mer.train.cli import faces as pretrain
 
     shared = tiny_face_tree(tmp_path / "shared")
     args = ["--epochs", "2", "--batch", "2", "--size", "64", "--threads", "1", "--ema", "0.5", "--tfeid-repeat", "2"]
@@ -482,7 +482,7 @@ def test_a_face_pack_carries_the_faces_and_trains_on_the_clock_without_shared(tm
 
     from mer.train import face_pack
     from mer.train.face_data import load_ferplus, load_tfeid
-    from mer.train.pretrain_faces import main as pretrain
+    from mer.train.cli import faces as pretrain
 
     shared = tiny_face_tree(tmp_path / "shared")
     tfeid = shared / "data" / "faces" / "tfeid"

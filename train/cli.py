@@ -105,33 +105,33 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=RUNS / "faces", show_default=True)
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--size", default=112, show_default=True, help="Internal face resolution (224 = paper).")
+@click.option("--batch", default=96, show_default=True)
 @click.option("--lr", default=3e-3, show_default=True)
+@click.option("--threads", default=0, help="torch threads (0: all cores).")
+@click.option("--seed", default=1, show_default=True)
 @click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Fine-tune this trunk (a best_trunk.pt) instead of training from scratch.")
 @click.option("--video-aug", default=0.0, show_default=True,
-              help="Video degradations (blur, low resolution, JPEG, occluded mouth): probability scale, 0 = off.")
-@click.option("--tfeid-repeat", default=1, show_default=True, help="TFEID training photos repeated per epoch.")
+              help="Probability scale of video degradations (blur, low resolution, JPEG, occluded mouth; 0: off).")
+@click.option("--tfeid-repeat", default=1, show_default=True,
+              help="TFEID training photos repeated this many times per epoch (colour faces at the runtime's framing).")
 @click.option("--ema", default=0.0, show_default=True,
-              help="Also keep a moving average of the weights (decay per step; 0: off), kept when FER+ valid prefers it.")
-@click.option("--mixup", default=0.0, show_default=True, help="Mixup of training faces, Beta(a, a) weights (0: off).")
-@click.option("--batch", default=96, show_default=True)
-@click.option("--seed", default=1, show_default=True)
+              help="Also keep an exponential moving average of the weights with this decay per step (0: off); "
+              "each epoch the average is scored too, and kept when FER+ valid prefers it.")
+@click.option("--mixup", default=0.0, show_default=True,
+              help="Mix pairs of training faces and their targets, weight ~ Beta(a, a) (0: off).")
 @click.option("--pack", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Faces from a pack (python -m mer.train.face_pack) instead of ../shared.")
-@click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda).")
+              help="Read the faces from this pack (python -m mer.train.face_pack) instead of ../shared; "
+              "FER+ splits it lacks are not scored.")
+@click.option("--device", default="cpu", show_default=True, help="torch device to train on (cpu, cuda).")
 @click.option("--budget-s", default=0.0, show_default=True,
-              help="Train this many seconds, the learning-rate cycle on the clock, instead of --epochs (no resume).")
-@click.option("--threads", default=0, help="torch threads (0: all cores).")
-@click.pass_context
-def faces(ctx, out: Path, epochs: int, size: int, lr: float, init: Path | None, video_aug: float, tfeid_repeat: int,
-          ema: float, mixup: float, batch: int, seed: int, pack: Path | None, device: str, budget_s: float,
-          threads: int) -> None:
+              help="Train for this many seconds instead of --epochs: the learning-rate cycle runs on the clock "
+              "(no resume), for a machine lent for a fixed time.")
+def faces(**options) -> None:
     """Pretrain the face trunk on FER+ and TFEID (resumes from OUT/last.pt)."""
-    from . import pretrain_faces
+    from . import pretrain_faces  # torch: imported when the command runs, not at start-up
 
-    ctx.invoke(pretrain_faces.main, out=out, epochs=epochs, size=size, lr=lr, init=init, video_aug=video_aug,
-               tfeid_repeat=tfeid_repeat, ema=ema, mixup=mixup, batch=batch, seed=seed, pack=pack, device=device,
-               budget_s=budget_s, threads=threads)
+    pretrain_faces.train(**options)
 
 
 @main.command("eval-faces")
@@ -151,7 +151,7 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
 
     from .face_clips import clip_agreement, face_alone_scores
     from .face_data import load_ferplus, load_tfeid
-    from .pretrain_faces import TFEID_TEST_PERFORMERS, FaceClassifier, _to_rgb112, evaluate
+    from .pretrain_faces import TFEID_TEST_PERFORMERS, _to_rgb112, evaluate
 
     if model is not None and mirror:
         raise click.UsageError("--mirror scores a trunk; a fusion (--model) reads faces as its own config says")

@@ -76,35 +76,10 @@ def evaluate(model: nn.Module, faces: FaceSet, size: int, batch: int = 256, mirr
     return {"accuracy": float((pred == faces.labels).mean()), "n": int(len(pred))}
 
 
-@click.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/faces"), show_default=True)
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--size", default=112, show_default=True, help="internal face resolution (224 = paper)")
-@click.option("--batch", default=96, show_default=True)
-@click.option("--lr", default=3e-3, show_default=True)
-@click.option("--threads", default=0, help="torch threads (0: all cores)")
-@click.option("--seed", default=1, show_default=True)
-@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Start from this trunk (a best_trunk.pt) instead of from scratch: a fine-tune.")
-@click.option("--video-aug", default=0.0, show_default=True,
-              help="Probability scale of video degradations (blur, low resolution, JPEG, occluded mouth; 0: off).")
-@click.option("--tfeid-repeat", default=1, show_default=True,
-              help="TFEID training photos repeated this many times per epoch (colour faces at the runtime's framing).")
-@click.option("--ema", default=0.0, show_default=True,
-              help="Also keep an exponential moving average of the weights with this decay per step (0: off); "
-              "each epoch the average is scored too, and kept when FER+ valid prefers it.")
-@click.option("--mixup", default=0.0, show_default=True,
-              help="Mix pairs of training faces and their targets, weight ~ Beta(a, a) (0: off).")
-@click.option("--pack", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Read the faces from this pack (python -m mer.train.face_pack) instead of ../shared; "
-              "FER+ splits it lacks are not scored.")
-@click.option("--device", default="cpu", show_default=True, help="torch device to train on (cpu, cuda).")
-@click.option("--budget-s", default=0.0, show_default=True,
-              help="Train for this many seconds instead of --epochs: the learning-rate cycle runs on the clock "
-              "(no resume), for a machine lent for a fixed time.")
-def main(out: Path, epochs: int, size: int, batch: int, lr: float, threads: int, seed: int, init: Path | None,
-         video_aug: float, tfeid_repeat: int, ema: float, mixup: float = 0.0, pack: Path | None = None,
-         device: str = "cpu", budget_s: float = 0.0) -> None:
+def train(out: Path, epochs: int = 10, size: int = 112, batch: int = 96, lr: float = 3e-3, threads: int = 0,
+          seed: int = 1, init: Path | None = None, video_aug: float = 0.0, tfeid_repeat: int = 1, ema: float = 0.0,
+          mixup: float = 0.0, pack: Path | None = None, device: str = "cpu", budget_s: float = 0.0) -> None:
+    """Train (or fine-tune, `init`) the trunk; the options are `mer-train faces`'s (train/cli.py)."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -256,5 +231,7 @@ def _scores(model: nn.Module, valid: FaceSet, test: FaceSet, tfeid_held: FaceSet
             "tfeid_test_performers": evaluate(model, tfeid_held, size)}
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the same command as `mer-train faces`
+    from .cli import faces
+
+    faces()
