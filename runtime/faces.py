@@ -4,7 +4,9 @@ Each distinct sampled frame is searched once, on a copy shrunk to DETECT_SIDE (B
 128 x 128 anyway); frames too small or too thin to hold a face are not searched. The first frame's
 largest face wins; later frames follow that face (pick_face), so a second person who comes slightly
 closer does not take over the crops. The crop is a square of (1 + margin) times the box's
-longer side around its centre (1.1x), zero-padded past the frame edge, resized to the spec's size.
+longer side around its centre (1.1x), zero-padded past the frame edge, resized to the spec's size,
+and turned so that the eyes are level (BlazeFace's eye keypoints): a head tilted 20 degrees is read
+as the same face upright, as the trunk learned faces (within +-10 degrees).
 Frames without a face borrow the nearest frame's crop; with no face anywhere the faces are zeros,
 which is how the model was taught "no visual input".
 """
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import threading
 import weakref
 from dataclasses import dataclass
 from importlib import resources
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -31,6 +35,11 @@ MIN_CONFIDENCE = 0.5
 # MediaPipe, whose graph fails on an empty image and stays broken for every later frame.
 MIN_SIDE = 16
 TRACK_IOU = 0.3  # a box overlapping the previous frame's face this much is the same face
+# Eyes within this many degrees of level are left as they are: the keypoints jitter by a degree or
+# two on an upright face, and turning it by that noise would only blur it with a resampling.
+LEVEL_MIN_DEG = 3.0
+# Eyes closer than this share of the box's width (a face in profile) give no usable angle.
+LEVEL_MIN_EYES = 0.15
 _MODELS = ("face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite")
 
 
@@ -59,7 +68,25 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
-Box = tuple[float, float, float, float, float]  # x, y, w, h, score in the frame's pixels
+class Box(NamedTuple):
+    """A detected face in the frame's pixels."""
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+    # Degrees from the subject's right eye to the left eye against the horizontal (image y points
+    # down; positive: the face turned clockwise on screen). The crop turns it back by this much.
+    roll: float = 0.0
+
+
+def eye_roll(right_eye: tuple[float, float], left_eye: tuple[float, float], box_width: float) -> float:
+    """The roll of a face from its eyes (BlazeFace's first two keypoints, in pixels); 0 when the
+    eyes are too close together to give an angle (a face in profile)."""
+    dx, dy = left_eye[0] - right_eye[0], left_eye[1] - right_eye[1]
+    if math.hypot(dx, dy) < LEVEL_MIN_EYES * box_width:
+        return 0.0
+    return math.degrees(math.atan2(dy, dx))
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -116,8 +143,9 @@ def _close_at_exit(cropper: "FaceCropper") -> None:
 class FaceCropper:
     """Holds the detectors for the life of a Recognizer (made once, reused for every clip)."""
 
-    def __init__(self, spec: FeatureSpec, margin: float = MARGIN, min_confidence: float = MIN_CONFIDENCE):
-        self.spec, self.margin, self.min_confidence = spec, margin, min_confidence
+    def __init__(self, spec: FeatureSpec, margin: float = MARGIN, min_confidence: float = MIN_CONFIDENCE,
+                 level: bool = True):
+        self.spec, self.margin, self.min_confidence, self.level = spec, margin, min_confidence, level
         # Short range suits talking faces within ~2 m; full range, the fallback for small faces,
         # is made only when first needed (it costs ~0.2 s to create).
         self._detectors: list = [self._make(_MODELS[0])]
@@ -146,7 +174,7 @@ class FaceCropper:
         self.track = None
 
     def detect(self, rgb: np.ndarray) -> list[Box]:
-        """Boxes (x, y, w, h, score) in `rgb`'s pixels; first detector that finds any wins."""
+        """Faces (Box: x, y, w, h, score, roll) in `rgb`'s pixels; first detector that finds any wins."""
         import mediapipe as mp
 
         h, w = rgb.shape[:2]
@@ -163,20 +191,49 @@ class FaceCropper:
                 self._detectors.append(self._make(name))
             found = self._detectors[i].detect(image).detections
             if found:
-                return [(d.bounding_box.origin_x / scale, d.bounding_box.origin_y / scale,
-                         d.bounding_box.width / scale, d.bounding_box.height / scale,
-                         d.categories[0].score if d.categories else 0.0) for d in found]
+                return [self._box(d, size, scale) for d in found]
         return []
 
-    def crop(self, rgb: np.ndarray, box: Box) -> np.ndarray:
-        """A square crop around `box`, zero-padded past the frame; zeros for a box with no area or
-        not finite (nothing to crop) rather than an error from round() or OpenCV."""
-        x, y, bw, bh, _ = box
+    @staticmethod
+    def _box(d, size: tuple[int, int], scale: float) -> Box:
+        """A detection as a Box in the frame's pixels; its roll from the eye keypoints (normalised
+        to the searched copy, whose aspect is the frame's, so the angle is the frame's too)."""
+        b = d.bounding_box
+        roll = 0.0
+        if len(d.keypoints or ()) >= 2:
+            right, left = d.keypoints[0], d.keypoints[1]
+            roll = eye_roll((right.x * size[0], right.y * size[1]), (left.x * size[0], left.y * size[1]), b.width)
+        return Box(b.origin_x / scale, b.origin_y / scale, b.width / scale, b.height / scale,
+                   d.categories[0].score if d.categories else 0.0, roll)
+
+    def crop(self, rgb: np.ndarray, box: Box | tuple) -> np.ndarray:
+        """A square crop around `box`, zero-padded past the frame, its eyes levelled (a plain
+        (x, y, w, h, score) tuple carries no roll); zeros for a box with no area or not finite
+        (nothing to crop) rather than an error from round() or OpenCV."""
+        x, y, bw, bh = box[:4]
+        roll = box[5] if self.level and len(box) > 5 else 0.0
         size = self.spec.image_size
-        if not (np.isfinite([x, y, bw, bh]).all() and bw > 0 and bh > 0):
+        if not (np.isfinite([x, y, bw, bh, roll]).all() and bw > 0 and bh > 0):
             return np.zeros((size, size, 3), np.uint8)
         side = max(bw, bh) * (1 + self.margin)
-        x0, y0 = round(x + bw / 2 - side / 2), round(y + bh / 2 - side / 2)
+        cx, cy = x + bw / 2, y + bh / 2
+        if abs(roll) < LEVEL_MIN_DEG:
+            return self._square(rgb, cx, cy, side, size)
+        # Cut and shrink the square that holds the turned crop (INTER_AREA keeps shrinking free of
+        # aliasing, which warpAffine is not), then turn it level: one resampling for the turn.
+        t = math.radians(roll)
+        span = side * (abs(math.cos(t)) + abs(math.sin(t)))
+        out = max(size, round(size * span / side))
+        held = self._square(rgb, cx, cy, span, out)
+        turn = cv2.getRotationMatrix2D(((out - 1) / 2, (out - 1) / 2), roll, 1.0)
+        turn[:, 2] += (size - out) / 2
+        return cv2.warpAffine(held, turn, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    @staticmethod
+    def _square(rgb: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
+        """The upright square of `side` pixels centred on (cx, cy), zero-padded, resized to `size`."""
+        x0, y0 = round(cx - side / 2), round(cy - side / 2)
         s = max(1, round(side))
         h, w = rgb.shape[:2]
         canvas = np.zeros((s, s, 3), np.uint8)

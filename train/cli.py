@@ -187,6 +187,51 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
     click.echo(json.dumps(rows))
 
 
+@main.command("eval-roll")
+@click.option("--trunk", type=click.Path(path_type=Path), default=None,
+              help="Score this face-trunk checkpoint (its classifier head).")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Score this fusion checkpoint's face-alone answer (calibrated, calm counted as neutral).")
+@click.option("--angles", default="-30,-20,-10,0,10,20,30", show_default=True,
+              help="Head tilts to measure, degrees (positive: counter-clockwise on screen).")
+def eval_roll(trunk: Path | None, model: Path | None, angles: str) -> None:
+    """Tilted heads: TFEID's held-out performers, each photo turned by each angle in a larger frame,
+    cropped with the eyes levelled (the runtime's cropper) and upright (as it cropped before);
+    accuracy of a trunk or of a fusion's face alone, one JSON line per angle."""
+    import torch
+
+    from .face_clips import face_alone_scores
+    from .face_data import load_tfeid
+    from .pretrain_faces import TFEID_TEST_PERFORMERS, evaluate
+
+    if (trunk is None) == (model is None):
+        raise click.UsageError("give one of --trunk or --model")
+    try:
+        tilts = [float(a) for a in angles.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{angles!r}: comma-separated degrees, e.g. -20,0,20", param_hint="--angles") from None
+    path = trunk or model
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no such checkpoint")
+    if trunk is not None:
+        blob = torch.load(trunk, map_location="cpu", weights_only=False)
+        if "fc" not in blob:
+            raise click.ClickException(f"{trunk}: no classifier head ('fc'); score a fusion with --model instead")
+        classifier, size = _face_classifier(trunk, blob), blob["size"]
+        score = lambda faces: evaluate(classifier, faces, size)  # noqa: E731
+    else:
+        from .checkpoint import load_checkpoint
+
+        fusion = load_checkpoint(model)[0]
+        score = lambda faces: face_alone_scores(fusion, faces.images, faces.labels, as_clips=False)  # noqa: E731
+    root = data_dir() / "faces" / "tfeid"
+    for tilt in tilts:
+        row = {"roll": tilt, "checkpoint": str(path)}
+        for name, level in (("levelled", True), ("upright", False)):
+            row[name] = score(load_tfeid(root, performers=TFEID_TEST_PERFORMERS, roll=tilt, level=level))
+        click.echo(json.dumps(row))
+
+
 def _face_classifier(path: Path, blob: dict):
     """The trunk and its classifier head of a trunk checkpoint. The per-frame trunk is what is
     scored: one taken out of a fusion (`_trunk_file`) keeps no temporal head, and needs none."""

@@ -54,22 +54,31 @@ def load_ferplus(path: Path) -> FaceSet:
     return FaceSet(blob["images"][usable], targets, labels, blob["split"][usable])
 
 
-def load_tfeid(root: Path, size: int = 112) -> FaceSet:
+def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | None = None,
+               roll: float | None = None, level: bool = True) -> FaceSet:
     """TFEID front-view colour photos, re-cropped by the runtime's own face cropper (so they are
-    framed as served faces are); `groups` are performer ids (for performer-disjoint folds)."""
+    framed as served faces are); `groups` are performer ids (for performer-disjoint folds).
+
+    `performers`: only these. `roll` (degrees, for measuring): each photo first set in a frame
+    half its size again on every side (its edges repeated) and turned by this much, a head
+    tilted in front of the camera; `level=False` crops it upright, as the cropper did before it
+    levelled the eyes."""
     import cv2  # MediaPipe's OpenCV, already a runtime dependency
 
     from mer.runtime.faces import FaceCropper
     from mer.runtime.spec import DEFAULT_SPEC
 
-    rows = list(csv.DictReader(open(root / "labels.csv", newline="")))
+    rows = [r for r in csv.DictReader(open(root / "labels.csv", newline=""))
+            if performers is None or r["performer"] in performers]
     images, labels, groups = [], [], []
-    cropper = FaceCropper(DEFAULT_SPEC)
+    cropper = FaceCropper(DEFAULT_SPEC, level=level)
     for row in rows:
         bgr = cv2.imread(str(root / "images" / row["file"]), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError(f"{root / 'images' / row['file']}: not a readable image")
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        if roll is not None:
+            rgb = _tilted(rgb, roll)
         boxes = cropper.detect(rgb)
         face = cropper.crop(rgb, max(boxes, key=lambda b: b[2] * b[3])) if boxes else rgb
         images.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
@@ -79,3 +88,14 @@ def load_tfeid(root: Path, size: int = 112) -> FaceSet:
     labels_arr = np.array(labels, np.int64)
     targets = np.eye(len(LABELS), dtype=np.float32)[labels_arr]
     return FaceSet(np.stack(images), targets, labels_arr, np.array(groups))
+
+
+def _tilted(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """`rgb` in a frame half its size again on every side (edges repeated, not black: a black
+    border would frame the face), turned `degrees` counter-clockwise on screen about the centre."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    frame = cv2.copyMakeBorder(rgb, h // 2, h // 2, w // 2, w // 2, cv2.BORDER_REPLICATE)
+    turn = cv2.getRotationMatrix2D(((frame.shape[1] - 1) / 2, (frame.shape[0] - 1) / 2), degrees, 1.0)
+    return cv2.warpAffine(frame, turn, frame.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
