@@ -83,6 +83,31 @@ def bench_mfcc(spec, audio: np.ndarray, repeats: int) -> list[dict]:
             {**row, "backend": "librosa", "max_rel_dev": dev, **percentiles(samples["ref"])}]
 
 
+def bench_tilted_crop(spec, frame: np.ndarray, repeats: int, tilt: float = 25.0) -> list[dict]:
+    """One frame of the clip turned `tilt` degrees: the crop with its eyes levelled (the runtime's)
+    against the upright crop it replaced, interleaved; detection beside them for scale."""
+    import cv2
+
+    from mer.runtime.faces import FaceCropper
+
+    centre = ((frame.shape[1] - 1) / 2, (frame.shape[0] - 1) / 2)
+    tilted = cv2.warpAffine(frame, cv2.getRotationMatrix2D(centre, tilt, 1.0), frame.shape[1::-1])
+    levelled, upright = FaceCropper(spec), FaceCropper(spec, level=False)
+    try:
+        boxes = levelled.detect(tilted)
+        if not boxes:
+            print(f"  (no face in the clip's frame turned {tilt:g} degrees: no crop timing)")
+            return []
+        box = max(boxes, key=lambda b: b.w * b.h)
+        samples = timed_together({"levelled": lambda: levelled.crop(tilted, box),
+                                  "upright": lambda: upright.crop(tilted, box),
+                                  "detect": lambda: levelled.detect(tilted)}, repeats, 5)
+    finally:
+        levelled.close(), upright.close()
+    row = {"backend": "opencv", "precision": "uint8", "fusion": "-", "batch": 1, "roll_deg": round(box.roll, 1)}
+    return [{**row, "stage": f"crop-{name}", **percentiles(v)} for name, v in samples.items()]
+
+
 def model_vs_torch(fusion: str, model_path: Path, faces: np.ndarray, feats: np.ndarray, repeats: int) -> list[dict]:
     """ONNX Runtime (CPU, fp32, as mer-infer runs it) and PyTorch eager on the same weights,
     timed interleaved; both at batch 1 on every core."""
@@ -208,6 +233,14 @@ def main() -> None:
         summary["mfcc_speedup_vs_reference"] = round(mfcc_rows[1]["p50_ms"] / mfcc_rows[0]["p50_ms"], 2)
         print(f"  MFCC: numpy {mfcc_rows[0]['p50_ms']:.2f} ms vs librosa {mfcc_rows[1]['p50_ms']:.2f} ms "
               f"({summary['mfcc_speedup_vs_reference']}x), max rel deviation {mfcc_rows[1]['max_rel_dev']:.1e}")
+    crop_rows = bench_tilted_crop(rec.spec, decode_clip(clip, rec.spec).frames[0], repeats * 5)
+    if crop_rows:
+        rows.extend(crop_rows)
+        by = {r["stage"]: r["p50_ms"] for r in crop_rows}
+        summary["tilted_crop_levelled_vs_upright"] = round(by["crop-levelled"] / by["crop-upright"], 2)
+        print(f"  a face turned 25 degrees (roll measured {crop_rows[0]['roll_deg']}): crop levelled "
+              f"{by['crop-levelled']:.2f} ms vs upright {by['crop-upright']:.2f} ms "
+              f"({summary['tilted_crop_levelled_vs_upright']}x); detection {by['crop-detect']:.2f} ms")
     speedups = [v for k, v in summary.items() if k.startswith("model_speedup_vs_torch_")]
     if speedups:
         summary["model_speedup_vs_torch"] = float(min(speedups))

@@ -28,6 +28,10 @@ def test_quick_benchmark_writes_json_markdown_and_ratios(tmp_path):
     assert {"decode", "faces", "voice", "mfcc", "model", "total", "model-only"} <= stages
     assert any(r["backend"] == "torch-eager" for r in rows) and any(r["backend"] == "librosa" for r in rows)
     assert report["summary"]["model_speedup_vs_torch"] > 0 and report["summary"]["mfcc_speedup_vs_reference"] > 0
+    # The footage's face turned 25 degrees: the roll is measured and both crops are timed.
+    crops = {r["stage"]: r for r in rows if r["stage"].startswith("crop-")}
+    assert set(crops) == {"crop-levelled", "crop-upright", "crop-detect"} and abs(crops["crop-levelled"]["roll_deg"]) > 15
+    assert report["summary"]["tilted_crop_levelled_vs_upright"] > 0
     assert "| backend |" in (tmp_path / "latency.md").read_text()
 
 
