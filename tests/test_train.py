@@ -527,18 +527,21 @@ def test_a_face_pack_carries_the_faces_and_trains_on_the_clock_without_shared(tm
         cm = np.array(scores[name]["confusion"])
         assert cm.shape == (8, 8) and cm.sum() == scores[name]["n"] == n
         assert scores[name]["accuracy"] == np.trace(cm) / n and 0 <= scores[name]["uar"] <= 1
-    # Tilted heads: the held-out photo turned, cropped levelled and upright, a line per angle.
+    # Camera conditions: the held-out photo made into a camera's frame, found and cropped by the
+    # runtime's cropper; a tilt is also cropped upright. A line per condition.
     runner = CliRunner(env={"MER_SHARED": str(shared)})
-    result = runner.invoke(cli.main, ["eval-roll", "--trunk", str(out / "best_trunk.pt"), "--angles", "-25,0"])
+    result = runner.invoke(cli.main, ["eval-camera", "--trunk", str(out / "best_trunk.pt"),
+                                      "--conditions", "clean,tilt-30,dark,far"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     rows = [json.loads(line) for line in result.output.strip().splitlines() if line.startswith("{")]
-    assert [r["roll"] for r in rows] == [-25.0, 0.0]
-    assert all(r[way]["n"] == 1 for r in rows for way in ("levelled", "upright"))
-    tilted = {level: load_tfeid(tfeid, performers=("24",), roll=-25, level=level).images for level in (True, False)}
+    assert [r["condition"] for r in rows] == ["clean", "tilt-30", "dark", "far"]
+    assert all(r["n"] == 1 and r["faces_found"] in ("0/1", "1/1") for r in rows)
+    assert rows[1]["upright"]["n"] == 1 and all("upright" not in r for r in rows[:1] + rows[2:])
+    tilted = {level: load_tfeid(tfeid, performers=("24",), condition="tilt-30", level=level).images for level in (True, False)}
     assert tilted[True].shape == (1, 112, 112, 3) and np.abs(tilted[True].astype(int) - tilted[False]).mean() > 5
-    result = runner.invoke(cli.main, ["eval-roll", "--trunk", str(out / "best_trunk.pt"), "--angles", "ten"])
-    assert result.exit_code == 2 and "comma-separated degrees" in result.output
-    result = runner.invoke(cli.main, ["eval-roll"])
+    result = runner.invoke(cli.main, ["eval-camera", "--trunk", str(out / "best_trunk.pt"), "--conditions", "fog"])
+    assert result.exit_code == 2 and "fog: not a camera condition" in result.output
+    result = runner.invoke(cli.main, ["eval-camera"])
     assert result.exit_code == 2 and "one of --trunk or --model" in result.output
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from mer.runtime.contract import DEFAULT_FUSION, FUSIONS
 
 from .audio_cnn import INPUT_NORMS
+from .camera import CONDITIONS as CAMERA_CONDITIONS
 from .paths import data_dir
 
 RUNS = Path("runs")
@@ -187,29 +188,41 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
     click.echo(json.dumps(rows))
 
 
-@main.command("eval-roll")
+@main.command("eval-camera")
 @click.option("--trunk", type=click.Path(path_type=Path), default=None,
               help="Score this face-trunk checkpoint (its classifier head).")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Score this fusion checkpoint's face-alone answer (calibrated, calm counted as neutral).")
-@click.option("--angles", default="-30,-20,-10,0,10,20,30", show_default=True,
-              help="Head tilts to measure, degrees (positive: counter-clockwise on screen).")
-def eval_roll(trunk: Path | None, model: Path | None, angles: str) -> None:
-    """Tilted heads: TFEID's held-out performers, each photo turned by each angle in a larger frame,
-    cropped with the eyes levelled (the runtime's cropper) and upright (as it cropped before);
-    accuracy of a trunk or of a fusion's face alone, one JSON line per angle."""
+@click.option("--conditions", default=",".join(CAMERA_CONDITIONS), show_default=True,
+              help="Camera conditions to measure (mer.train.camera.CONDITIONS).")
+@click.option("--set", "faces_set", type=click.Choice(["tfeid-held-out", "ferplus-valid"]), default="tfeid-held-out",
+              show_default=True, help="TFEID's held-out performers as camera frames through the cropper, or FER+ "
+                                      "valid crops under the conditions of the pixels alone (for choosing settings).")
+@click.option("--exposure-floor", type=float, default=None,
+              help="Lift faces darker than this mean luma instead of the runtime's floor (0: no lift).")
+def eval_camera(trunk: Path | None, model: Path | None, conditions: str, faces_set: str,
+                exposure_floor: float | None) -> None:
+    """The face alone under camera conditions: TFEID's held-out performers, each photo made into the
+    frame a camera would give (tilted, dim, tinted, far, blurred, noisy, compressed), found and
+    cropped by the runtime's cropper; one JSON line per condition. Tilts are also cropped upright,
+    as the cropper did before it levelled the eyes."""
     import torch
 
+    from mer.runtime.faces import EXPOSURE_FLOOR, lift_exposure
+
+    from .camera import CONDITIONS, FRAMING, TILTS, photometric
     from .face_clips import face_alone_scores
-    from .face_data import load_tfeid
-    from .pretrain_faces import TFEID_TEST_PERFORMERS, evaluate
+    from .face_data import load_ferplus, load_tfeid
+    from .pretrain_faces import TFEID_TEST_PERFORMERS, _to_rgb112, evaluate
 
     if (trunk is None) == (model is None):
         raise click.UsageError("give one of --trunk or --model")
-    try:
-        tilts = [float(a) for a in angles.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"{angles!r}: comma-separated degrees, e.g. -20,0,20", param_hint="--angles") from None
+    names = [c.strip() for c in conditions.split(",") if c.strip()]
+    allowed = [c for c in CONDITIONS if faces_set == "tfeid-held-out" or c not in FRAMING]
+    unknown = [c for c in names if c not in allowed]
+    if unknown or not names:
+        raise click.BadParameter(f"{', '.join(unknown) or '(none)'}: not a camera condition for {faces_set}; "
+                                 f"one or more of {', '.join(allowed)}", param_hint="--conditions")
     path = trunk or model
     if not path.is_file():
         raise click.ClickException(f"{path}: no such checkpoint")
@@ -224,11 +237,33 @@ def eval_roll(trunk: Path | None, model: Path | None, angles: str) -> None:
 
         fusion = load_checkpoint(model)[0]
         score = lambda faces: face_alone_scores(fusion, faces.images, faces.labels, as_clips=False)  # noqa: E731
+    floor = EXPOSURE_FLOOR if exposure_floor is None else exposure_floor
+    if faces_set == "ferplus-valid":
+        fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
+        valid = fer.subset(fer.groups == "valid")
+        valid = dataclasses.replace(valid, images=_to_rgb112(valid.images))
     root = data_dir() / "faces" / "tfeid"
-    for tilt in tilts:
-        row = {"roll": tilt, "checkpoint": str(path)}
-        for name, level in (("levelled", True), ("upright", False)):
-            row[name] = score(load_tfeid(root, performers=TFEID_TEST_PERFORMERS, roll=tilt, level=level))
+    for name in names:
+        below = None
+        if faces_set == "ferplus-valid":
+            seen = np.stack([photometric(im, name, seed=i) for i, im in enumerate(valid.images)])
+            faces = dataclasses.replace(valid, images=np.stack([lift_exposure(im, floor) for im in seen]))
+            # The faces the floor touches (dim ones, and dark-skinned ones in FER+'s mix), as they were
+            # and lifted: what the lift does to the faces it changes, the rest being unchanged.
+            mask = (faces.images != seen).any(axis=(1, 2, 3))
+            if mask.any():
+                below = {"n": int(mask.sum()), "lifted": score(faces.subset(mask)),
+                         "as_is": score(dataclasses.replace(valid, images=seen).subset(mask))}
+        else:
+            faces = load_tfeid(root, performers=TFEID_TEST_PERFORMERS, condition=name, exposure_floor=floor)
+        row = {"condition": name, "what": CONDITIONS[name], "set": faces_set, "exposure_floor": floor,
+               "checkpoint": str(path), **score(faces),
+               "faces_found": f"{int(faces.images.any(axis=(1, 2, 3)).sum())}/{len(faces.labels)}"}
+        if below is not None:
+            row["lifted_faces"] = below
+        if name in TILTS:
+            row["upright"] = score(load_tfeid(root, performers=TFEID_TEST_PERFORMERS, condition=name, level=False,
+                                              exposure_floor=floor))
         click.echo(json.dumps(row))
 
 

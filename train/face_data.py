@@ -14,6 +14,8 @@ import numpy as np
 
 from mer.runtime.spec import LABELS
 
+from . import camera
+
 # FER+ vote columns -> mer label index (None: dropped).
 FERPLUS_TO_MER = {"neutral": 0, "happiness": 2, "surprise": 7, "sadness": 3, "anger": 4,
                   "disgust": 6, "fear": 5, "contempt": None, "unknown": None, "not_a_face": None}
@@ -55,14 +57,16 @@ def load_ferplus(path: Path) -> FaceSet:
 
 
 def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | None = None,
-               roll: float | None = None, level: bool = True) -> FaceSet:
+               condition: str | None = None, level: bool = True, exposure_floor: float | None = None) -> FaceSet:
     """TFEID front-view colour photos, re-cropped by the runtime's own face cropper (so they are
     framed as served faces are); `groups` are performer ids (for performer-disjoint folds).
 
-    `performers`: only these. `roll` (degrees, for measuring): each photo first set in a frame
-    half its size again on every side (its edges repeated) and turned by this much, a head
-    tilted in front of the camera; `level=False` crops it upright, as the cropper did before it
-    levelled the eyes."""
+    `performers`: only these. `condition` (for measuring): each photo first made into the frame a
+    camera under that condition would give (`camera.CONDITIONS`: tilted, dim, far, ...);
+    `level=False` crops faces upright, as the cropper did before it levelled the eyes;
+    `exposure_floor` replaces the cropper's (None: the runtime's; 0: no lift). A photo
+    whose face is not found is kept whole; a conditioned frame without one gives zeros, what the
+    runtime feeds for no face."""
     import cv2  # MediaPipe's OpenCV, already a runtime dependency
 
     from mer.runtime.faces import FaceCropper
@@ -71,16 +75,20 @@ def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | Non
     rows = [r for r in csv.DictReader(open(root / "labels.csv", newline=""))
             if performers is None or r["performer"] in performers]
     images, labels, groups = [], [], []
-    cropper = FaceCropper(DEFAULT_SPEC, level=level)
+    lift = {} if exposure_floor is None else {"exposure_floor": exposure_floor}
+    cropper = FaceCropper(DEFAULT_SPEC, level=level, **lift)
     for row in rows:
         bgr = cv2.imread(str(root / "images" / row["file"]), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError(f"{root / 'images' / row['file']}: not a readable image")
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-        if roll is not None:
-            rgb = _tilted(rgb, roll)
+        if condition is not None:
+            rgb = camera.apply(rgb, condition)
         boxes = cropper.detect(rgb)
-        face = cropper.crop(rgb, max(boxes, key=lambda b: b[2] * b[3])) if boxes else rgb
+        if boxes:
+            face = cropper.crop(rgb, max(boxes, key=lambda b: b[2] * b[3]))
+        else:  # a photo is a face crop already; a camera's frame without a face gives zeros, as served
+            face = rgb if condition is None else np.zeros((size, size, 3), np.uint8)
         images.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
         labels.append(TFEID_TO_MER[row["expression"]])
         groups.append(row["performer"])
@@ -89,13 +97,3 @@ def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | Non
     targets = np.eye(len(LABELS), dtype=np.float32)[labels_arr]
     return FaceSet(np.stack(images), targets, labels_arr, np.array(groups))
 
-
-def _tilted(rgb: np.ndarray, degrees: float) -> np.ndarray:
-    """`rgb` in a frame half its size again on every side (edges repeated, not black: a black
-    border would frame the face), turned `degrees` counter-clockwise on screen about the centre."""
-    import cv2
-
-    h, w = rgb.shape[:2]
-    frame = cv2.copyMakeBorder(rgb, h // 2, h // 2, w // 2, w // 2, cv2.BORDER_REPLICATE)
-    turn = cv2.getRotationMatrix2D(((frame.shape[1] - 1) / 2, (frame.shape[0] - 1) / 2), degrees, 1.0)
-    return cv2.warpAffine(frame, turn, frame.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
