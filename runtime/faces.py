@@ -6,8 +6,8 @@ largest face wins; later frames follow that face (pick_face), so a second person
 closer does not take over the crops. The crop is a square of (1 + margin) times the box's
 longer side around its centre (1.1x), zero-padded past the frame edge, resized to the spec's size,
 and turned so that the eyes are level (BlazeFace's eye keypoints): a head tilted 20 degrees is read
-as the same face upright, as the trunk learned faces (within +-10 degrees). A face darker than the
-trunk's training faces usually are has its exposure lifted (lift_exposure).
+as the same face upright, as the trunk learned faces (within +-10 degrees). A face much darker or
+brighter than the trunk's training faces has its exposure brought into their range (normalise_exposure).
 Frames without a face borrow the nearest frame's crop; with no face anywhere the faces are zeros,
 which is how the model was taught "no visual input".
 """
@@ -41,27 +41,31 @@ TRACK_IOU = 0.3  # a box overlapping the previous frame's face this much is the 
 LEVEL_MIN_DEG = 3.0
 # Eyes closer than this share of the box's width (a face in profile) give no usable angle.
 LEVEL_MIN_EYES = 0.15
-# A crop whose centre is darker than this mean luma (0-255) is brightened up to it. The trunk's
-# training faces sit above it (FER+ train: a quarter of the faces below ~118, a twentieth below 80;
-# TFEID ~155), and a dim webcam's faces below. Chosen on FER+ *valid* faces darkened 1.5 and 3
-# stops (`mer-train eval-camera --set ferplus-valid --exposure-floor F`; MODEL_CARD.md).
-EXPOSURE_FLOOR = 110.0
+# A crop whose centre's mean luma (0-255) is outside this range is scaled into it. The trunk's
+# training faces mostly sit inside (FER+ train: median 142, a quarter below ~118, a quarter above
+# ~164; TFEID ~155); a dim webcam's faces fall below, a face in sunlight above. Both ends chosen
+# on FER+ *valid* faces darkened 1.5 and 3 stops and brightened 1.5 (`mer-train eval-camera --set
+# ferplus-valid --exposure LOW,HIGH`; MODEL_CARD.md, *Faces under camera conditions*).
+EXPOSURE = (110.0, 170.0)
 EXPOSURE_MAX_GAIN = 3.0  # past this the sensor's noise is what gets lifted
 _LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 luma of R, G, B
 
 
-def lift_exposure(face: np.ndarray, floor: float | None = EXPOSURE_FLOOR) -> np.ndarray:
-    """`face` (uint8 RGB crop) brightened so that its centre's mean luma reaches `floor`, if it is
-    below it; unchanged otherwise (or with `floor` None or 0). Scaling the gamma-encoded values is
-    scaling light (a camera's exposure) up to clipping, so the lift undoes an under-exposure."""
-    if not floor:
+def normalise_exposure(face: np.ndarray, exposure: tuple[float, float] | None = EXPOSURE) -> np.ndarray:
+    """`face` (uint8 RGB crop) scaled so that its centre's mean luma comes into `exposure` (low,
+    high): an under-exposed face lifted to low (by at most EXPOSURE_MAX_GAIN), an over-exposed one
+    brought down to high; one inside, or `exposure` None, is returned as it is. Scaling the
+    gamma-encoded values scales the light (a camera's exposure), up to what was clipped."""
+    if exposure is None:
         return face
+    low, high = exposure
     h, w = face.shape[:2]
     centre = face[int(h * 0.2):int(h * 0.8), int(w * 0.2):int(w * 0.8)]
     mean = float(np.dot(cv2.mean(centre)[:3], _LUMA)) if centre.size else 0.0
-    if not 0 < mean < floor:
+    if mean <= 0 or low <= mean <= high:
         return face
-    return cv2.convertScaleAbs(face, alpha=min(floor / mean, EXPOSURE_MAX_GAIN))  # rounds, saturates at 255
+    gain = min(low / mean, EXPOSURE_MAX_GAIN) if mean < low else high / mean
+    return cv2.convertScaleAbs(face, alpha=gain)  # rounds, saturates at 255
 
 
 _MODELS = ("face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite")
@@ -168,9 +172,9 @@ class FaceCropper:
     """Holds the detectors for the life of a Recognizer (made once, reused for every clip)."""
 
     def __init__(self, spec: FeatureSpec, margin: float = MARGIN, min_confidence: float = MIN_CONFIDENCE,
-                 level: bool = True, exposure_floor: float | None = EXPOSURE_FLOOR):
+                 level: bool = True, exposure: tuple[float, float] | None = EXPOSURE):
         self.spec, self.margin, self.min_confidence, self.level = spec, margin, min_confidence, level
-        self.exposure_floor = exposure_floor
+        self.exposure = exposure
         # Short range suits talking faces within ~2 m; full range, the fallback for small faces,
         # is made only when first needed (it costs ~0.2 s to create).
         self._detectors: list = [self._make(_MODELS[0])]
@@ -233,9 +237,9 @@ class FaceCropper:
 
     def crop(self, rgb: np.ndarray, box: Box | tuple) -> np.ndarray:
         """A square crop around `box`, zero-padded past the frame, its eyes levelled (a plain
-        (x, y, w, h, score) tuple carries no roll), an under-exposed face lifted; zeros for a box
-        with no area or not finite (nothing to crop) rather than an error from round() or OpenCV."""
-        return lift_exposure(self._levelled(rgb, box), self.exposure_floor)
+        (x, y, w, h, score) tuple carries no roll), its exposure normalised; zeros for a box with
+        no area or not finite (nothing to crop) rather than an error from round() or OpenCV."""
+        return normalise_exposure(self._levelled(rgb, box), self.exposure)
 
     def _levelled(self, rgb: np.ndarray, box: Box | tuple) -> np.ndarray:
         x, y, bw, bh = box[:4]

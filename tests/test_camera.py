@@ -33,6 +33,7 @@ def test_conditions_change_the_frame_the_way_they_say(photo):
     clean = camera.apply(photo, "clean")
     assert clean.shape == (512, 512, 3) and np.array_equal(clean[128:384, 128:384], photo)
     assert _luma(camera.apply(photo, "dark")) < _luma(camera.apply(photo, "dim")) < 0.7 * _luma(clean)
+    assert _luma(camera.apply(photo, "bright")) > 1.1 * _luma(clean)
     warm, cool = camera.apply(photo, "warm").astype(float), camera.apply(photo, "cool").astype(float)
     assert warm[..., 0].mean() / warm[..., 2].mean() > clean[..., 0].mean() / clean[..., 2].mean() > \
         cool[..., 0].mean() / cool[..., 2].mean()

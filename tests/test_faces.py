@@ -105,11 +105,14 @@ def test_crop_near_the_edge_is_zero_padded(cropper, face):
     assert crop.shape == (224, 224, 3)
 
 
-def test_an_under_exposed_face_is_lifted_and_a_lit_one_left_alone(cropper, face):
-    """lift_exposure: a face darker than EXPOSURE_FLOOR is brightened until its centre reaches the
-    floor (the lift is a gain, as exposure is), at most EXPOSURE_MAX_GAIN; a lit face is returned
-    as it is. The cropper applies it to its crops; exposure_floor=0 turns it off."""
-    from mer.runtime.faces import EXPOSURE_FLOOR, EXPOSURE_MAX_GAIN, lift_exposure
+def test_a_face_under_or_over_exposed_is_brought_into_the_trunks_range(cropper, face):
+    """normalise_exposure: a face darker than EXPOSURE's low end is brightened until its centre
+    reaches it (a gain, as exposure is; at most EXPOSURE_MAX_GAIN), a brighter one than the high
+    end darkened to it, one inside returned as it is. The cropper applies it to its crops;
+    exposure=None turns it off."""
+    from mer.runtime.faces import EXPOSURE, EXPOSURE_MAX_GAIN, normalise_exposure
+
+    low, high = EXPOSURE
 
     def centre_luma(im):
         c = im[45:179, 45:179].astype(np.float32)
@@ -118,20 +121,21 @@ def test_an_under_exposed_face_is_lifted_and_a_lit_one_left_alone(cropper, face)
     frame = place_face(face, 1280, 720, 0.0)
     (box,) = cropper.detect(frame)
     lit = cropper.crop(frame, box)
-    assert centre_luma(lit) > EXPOSURE_FLOOR and lift_exposure(lit) is lit
+    assert low < centre_luma(lit) < high and normalise_exposure(lit) is lit
     dark = (lit.astype(np.float32) * 0.45).astype(np.uint8)
-    lifted = lift_exposure(dark)
-    assert abs(centre_luma(lifted) - EXPOSURE_FLOOR) < 2
+    lifted = normalise_exposure(dark)
+    assert abs(centre_luma(lifted) - low) < 2
     assert np.corrcoef(lifted.ravel(), lit.ravel())[0, 1] > 0.98     # the same face, brighter
-    assert lift_exposure(dark, None) is dark and lift_exposure(dark, 0) is dark
-    black = np.full_like(lit, 4)
-    assert lift_exposure(black).max() == round(4 * EXPOSURE_MAX_GAIN)
-    # Through the cropper: a dim frame's crop is lifted, unless the lift is off.
+    assert normalise_exposure(dark, None) is dark
+    assert normalise_exposure(np.full_like(lit, 4)).max() == round(4 * EXPOSURE_MAX_GAIN)
+    bright = np.clip(lit.astype(np.float32) * 1.4, 0, 255).astype(np.uint8)
+    assert abs(centre_luma(normalise_exposure(bright)) - high) < 2
+    # Through the cropper: a dim frame's crop is lifted, unless the normalisation is off.
     dim_frame = (frame.astype(np.float32) * 0.45).astype(np.uint8)
     (dim_box,) = cropper.detect(dim_frame)
-    plain = FaceCropper(DEFAULT_SPEC, exposure_floor=0)
+    plain = FaceCropper(DEFAULT_SPEC, exposure=None)
     try:
-        assert centre_luma(plain.crop(dim_frame, dim_box)) < EXPOSURE_FLOOR - 20
-        assert abs(centre_luma(cropper.crop(dim_frame, dim_box)) - EXPOSURE_FLOOR) < 2
+        assert centre_luma(plain.crop(dim_frame, dim_box)) < low - 20
+        assert abs(centre_luma(cropper.crop(dim_frame, dim_box)) - low) < 2
     finally:
         plain.close()

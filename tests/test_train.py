@@ -543,6 +543,8 @@ def test_a_face_pack_carries_the_faces_and_trains_on_the_clock_without_shared(tm
     assert result.exit_code == 2 and "fog: not a camera condition" in result.output
     result = runner.invoke(cli.main, ["eval-camera"])
     assert result.exit_code == 2 and "one of --trunk or --model" in result.output
+    result = runner.invoke(cli.main, ["eval-camera", "--trunk", str(out / "best_trunk.pt"), "--exposure", "200,100"])
+    assert result.exit_code == 2 and "LOW <= HIGH" in result.output
 
 
 def test_combine_writes_one_checkpoint_of_heads_on_one_trunk_or_says_why_not(tmp_path):

@@ -25,6 +25,7 @@ CONDITIONS: dict[str, str] = {
     "tilt+30": "30 degrees counter-clockwise",
     "dim": "1.5 stops under-exposed (a dim room), sensor noise sigma 3",
     "dark": "3 stops under-exposed, sensor noise sigma 6 (an evening webcam)",
+    "bright": "1.5 stops over-exposed (a face in sunlight, the highlights clipped)",
     "warm": "white balance off towards tungsten (red x1.25, blue x0.6)",
     "cool": "white balance off towards shade (red x0.75, blue x1.3)",
     "far": "the face about 40 px tall (a person across a room), upscaled by the cropper",
@@ -94,6 +95,8 @@ def photometric(rgb: np.ndarray, condition: str, seed: int = 0) -> np.ndarray:
     if condition in ("dim", "dark"):
         stops, sigma = (1.5, 3.0) if condition == "dim" else (3.0, 6.0)
         return _noisy(_encoded(_linear(rgb) * 2.0 ** -stops), sigma, rng)
+    if condition == "bright":
+        return _encoded(_linear(rgb) * 2.0 ** 1.5)
     if condition in ("warm", "cool"):
         gains = np.array([1.25, 1.0, 0.6] if condition == "warm" else [0.75, 1.0, 1.3], np.float32)
         return _encoded(_linear(rgb) * gains)

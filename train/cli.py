@@ -157,12 +157,7 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
     if model is not None and mirror:
         raise click.UsageError("--mirror scores a trunk; a fusion (--model) reads faces as its own config says")
     if model is None:
-        if not trunk.is_file():
-            raise click.ClickException(f"{trunk}: no such trunk checkpoint")
-        blob = torch.load(trunk, map_location="cpu", weights_only=False)
-        if "fc" not in blob:  # a trunk taken out of a fusion checkpoint keeps no classifier
-            raise click.ClickException(f"{trunk}: no classifier head ('fc'); score a fusion with --model instead")
-        classifier = _face_classifier(trunk, blob)
+        classifier, size, epoch = _trunk_classifier(trunk)
     fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
     test = fer.subset(fer.groups == "test")
     tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
@@ -179,12 +174,12 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
             "model": str(model), "mirror_faces": fusion.mirror_faces, "trained_on": trained_on}))
         return
     test = dataclasses.replace(test, images=_to_rgb112(test.images))
-    rows = {"ferplus_test": evaluate(classifier, test, blob["size"], mirror=mirror, detail=True),
-            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(classifier, held, blob["size"], mirror=mirror,
+    rows = {"ferplus_test": evaluate(classifier, test, size, mirror=mirror, detail=True),
+            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(classifier, held, size, mirror=mirror,
                                                                               detail=True),
-            "tfeid_held_out_as_video_clips": clip_agreement(classifier, held.images, held.labels, blob["size"],
+            "tfeid_held_out_as_video_clips": clip_agreement(classifier, held.images, held.labels, size,
                                                             mirror=mirror),
-            "trunk": str(trunk), "epoch": blob.get("epoch"), "mirror": mirror}
+            "trunk": str(trunk), "epoch": epoch, "mirror": mirror}
     click.echo(json.dumps(rows))
 
 
@@ -198,17 +193,17 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
 @click.option("--set", "faces_set", type=click.Choice(["tfeid-held-out", "ferplus-valid"]), default="tfeid-held-out",
               show_default=True, help="TFEID's held-out performers as camera frames through the cropper, or FER+ "
                                       "valid crops under the conditions of the pixels alone (for choosing settings).")
-@click.option("--exposure-floor", type=float, default=None,
-              help="Lift faces darker than this mean luma instead of the runtime's floor (0: no lift).")
+@click.option("--exposure", default=None, metavar="LOW,HIGH|off",
+              help="Bring faces into this mean-luma range instead of the runtime's (off: as they come).")
 def eval_camera(trunk: Path | None, model: Path | None, conditions: str, faces_set: str,
-                exposure_floor: float | None) -> None:
+                exposure: str | None) -> None:
     """The face alone under camera conditions: TFEID's held-out performers, each photo made into the
     frame a camera would give (tilted, dim, tinted, far, blurred, noisy, compressed), found and
     cropped by the runtime's cropper; one JSON line per condition. Tilts are also cropped upright,
     as the cropper did before it levelled the eyes."""
     import torch
 
-    from mer.runtime.faces import EXPOSURE_FLOOR, lift_exposure
+    from mer.runtime.faces import EXPOSURE, normalise_exposure
 
     from .camera import CONDITIONS, FRAMING, TILTS, photometric
     from .face_clips import face_alone_scores
@@ -223,48 +218,72 @@ def eval_camera(trunk: Path | None, model: Path | None, conditions: str, faces_s
     if unknown or not names:
         raise click.BadParameter(f"{', '.join(unknown) or '(none)'}: not a camera condition for {faces_set}; "
                                  f"one or more of {', '.join(allowed)}", param_hint="--conditions")
+    light = EXPOSURE if exposure is None else _exposure_range(exposure)
     path = trunk or model
-    if not path.is_file():
-        raise click.ClickException(f"{path}: no such checkpoint")
     if trunk is not None:
-        blob = torch.load(trunk, map_location="cpu", weights_only=False)
-        if "fc" not in blob:
-            raise click.ClickException(f"{trunk}: no classifier head ('fc'); score a fusion with --model instead")
-        classifier, size = _face_classifier(trunk, blob), blob["size"]
+        classifier, size, _ = _trunk_classifier(trunk)
         score = lambda faces: evaluate(classifier, faces, size)  # noqa: E731
     else:
         from .checkpoint import load_checkpoint
 
+        if not model.is_file():
+            raise click.ClickException(f"{model}: no such checkpoint")
+
         fusion = load_checkpoint(model)[0]
         score = lambda faces: face_alone_scores(fusion, faces.images, faces.labels, as_clips=False)  # noqa: E731
-    floor = EXPOSURE_FLOOR if exposure_floor is None else exposure_floor
     if faces_set == "ferplus-valid":
         fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
         valid = fer.subset(fer.groups == "valid")
         valid = dataclasses.replace(valid, images=_to_rgb112(valid.images))
     root = data_dir() / "faces" / "tfeid"
     for name in names:
-        below = None
+        scaled = None
         if faces_set == "ferplus-valid":
             seen = np.stack([photometric(im, name, seed=i) for i, im in enumerate(valid.images)])
-            faces = dataclasses.replace(valid, images=np.stack([lift_exposure(im, floor) for im in seen]))
-            # The faces the floor touches (dim ones, and dark-skinned ones in FER+'s mix), as they were
-            # and lifted: what the lift does to the faces it changes, the rest being unchanged.
+            faces = dataclasses.replace(valid, images=np.stack([normalise_exposure(im, light) for im in seen]))
+            # The faces the range touches (dim ones, dark-skinned and fair-skinned ones in FER+'s mix),
+            # as they were and scaled: what it does to the faces it changes, the rest being unchanged.
             mask = (faces.images != seen).any(axis=(1, 2, 3))
             if mask.any():
-                below = {"n": int(mask.sum()), "lifted": score(faces.subset(mask)),
+                scaled = {"n": int(mask.sum()), "scaled": score(faces.subset(mask)),
                          "as_is": score(dataclasses.replace(valid, images=seen).subset(mask))}
         else:
-            faces = load_tfeid(root, performers=TFEID_TEST_PERFORMERS, condition=name, exposure_floor=floor)
-        row = {"condition": name, "what": CONDITIONS[name], "set": faces_set, "exposure_floor": floor,
+            faces = load_tfeid(root, performers=TFEID_TEST_PERFORMERS, condition=name, exposure=light)
+        row = {"condition": name, "what": CONDITIONS[name], "set": faces_set, "exposure": light,
                "checkpoint": str(path), **score(faces),
                "faces_found": f"{int(faces.images.any(axis=(1, 2, 3)).sum())}/{len(faces.labels)}"}
-        if below is not None:
-            row["lifted_faces"] = below
+        if scaled is not None:
+            row["faces_scaled"] = scaled
         if name in TILTS:
             row["upright"] = score(load_tfeid(root, performers=TFEID_TEST_PERFORMERS, condition=name, level=False,
-                                              exposure_floor=floor))
+                                              exposure=light))
         click.echo(json.dumps(row))
+
+
+def _exposure_range(text: str) -> tuple[float, float] | None:
+    """`--exposure LOW,HIGH` (mean luma 0-255) or `off`."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: LOW,HIGH mean luma (e.g. 110,170) or off", param_hint="--exposure") from None
+    if not 0 <= low <= high <= 255:
+        raise click.BadParameter(f"{text!r}: want 0 <= LOW <= HIGH <= 255", param_hint="--exposure")
+    return low, high
+
+
+def _trunk_classifier(path: Path):
+    """A trunk checkpoint's trunk and classifier head, the face size it reads and its epoch; one line and
+    exit 1 when it is missing or keeps no head (a trunk taken out of a fusion keeps none)."""
+    import torch
+
+    if not path.is_file():
+        raise click.ClickException(f"{path}: no such trunk checkpoint")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if "fc" not in blob:
+        raise click.ClickException(f"{path}: no classifier head ('fc'); score a fusion with --model instead")
+    return _face_classifier(path, blob), blob["size"], blob.get("epoch")
 
 
 def _face_classifier(path: Path, blob: dict):
