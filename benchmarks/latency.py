@@ -86,12 +86,10 @@ def bench_mfcc(spec, audio: np.ndarray, repeats: int) -> list[dict]:
 def bench_tilted_crop(spec, frame: np.ndarray, repeats: int, tilt: float = 25.0) -> list[dict]:
     """One frame of the clip turned `tilt` degrees: the crop with its eyes levelled (the runtime's)
     against the upright crop it replaced, interleaved; detection beside them for scale."""
-    import cv2
-
     from mer.runtime.faces import FaceCropper
+    from mer.train.camera import tilted as turned
 
-    centre = ((frame.shape[1] - 1) / 2, (frame.shape[0] - 1) / 2)
-    tilted = cv2.warpAffine(frame, cv2.getRotationMatrix2D(centre, tilt, 1.0), frame.shape[1::-1])
+    tilted = turned(frame, tilt)
     levelled, upright = FaceCropper(spec), FaceCropper(spec, level=False)
     try:
         boxes = levelled.detect(tilted)
@@ -224,7 +222,8 @@ def main() -> None:
         rows.extend(_batch_rows(fusion, faces, feats, work, repeats, args.quick))
     from mer.runtime.decode import decode_clip
 
-    audio = decode_clip(clip, rec.spec).audio
+    decoded = decode_clip(clip, rec.spec)  # once: its audio times the MFCC, its first frame the crop
+    audio = decoded.audio
     if audio is None:
         sys.exit(f"latency.py: {clip} has no audio to time the MFCC on")
     mfcc_rows = bench_mfcc(rec.spec, audio, repeats * 5)
@@ -233,7 +232,7 @@ def main() -> None:
         summary["mfcc_speedup_vs_reference"] = round(mfcc_rows[1]["p50_ms"] / mfcc_rows[0]["p50_ms"], 2)
         print(f"  MFCC: numpy {mfcc_rows[0]['p50_ms']:.2f} ms vs librosa {mfcc_rows[1]['p50_ms']:.2f} ms "
               f"({summary['mfcc_speedup_vs_reference']}x), max rel deviation {mfcc_rows[1]['max_rel_dev']:.1e}")
-    crop_rows = bench_tilted_crop(rec.spec, decode_clip(clip, rec.spec).frames[0], repeats * 5)
+    crop_rows = bench_tilted_crop(rec.spec, decoded.frames[0], repeats * 5)
     if crop_rows:
         rows.extend(crop_rows)
         by = {r["stage"]: r["p50_ms"] for r in crop_rows}

@@ -6,6 +6,7 @@ import pytest
 
 from mer.runtime.faces import FaceCropper
 from mer.runtime.spec import DEFAULT_SPEC
+from mer.train.camera import tilted
 from media import place_face
 
 
@@ -28,21 +29,13 @@ def test_real_face_is_found_and_cropped_square(cropper, face):
     assert crops.faces.mean() > 40
 
 
-def _tilt(frame: np.ndarray, degrees: float) -> np.ndarray:
-    import cv2
-
-    centre = ((frame.shape[1] - 1) / 2, (frame.shape[0] - 1) / 2)
-    return cv2.warpAffine(frame, cv2.getRotationMatrix2D(centre, degrees, 1.0), frame.shape[1::-1],
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
-
-
 @pytest.mark.parametrize("tilt", [25.0, -30.0])
 def test_a_tilted_head_is_cropped_with_its_eyes_level(cropper, face, tilt):
     """The eye keypoints give the head's roll; the crop turns it back. Measured again on the crops
     themselves: the levelled crop's eyes are near level, the upright crop keeps the tilt. BlazeFace's
     keypoints (from a 128 px view) are off by up to ~7 degrees on this face, hence the margins: the
     point is to bring a tilt back within the +-10 degrees the trunk learned faces in."""
-    frame = _tilt(place_face(face, 1280, 720, 0.0), tilt)
+    frame = tilted(place_face(face, 1280, 720, 0.0), tilt)
     (box,) = cropper.detect(frame)
     # Turned counter-clockwise on screen, the subject's left eye (image right) rises: y points down.
     assert abs(box.roll + tilt) < 8, box

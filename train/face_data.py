@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mer.runtime.faces import EXPOSURE
 from mer.runtime.spec import LABELS
 
 from . import camera
@@ -57,14 +58,14 @@ def load_ferplus(path: Path) -> FaceSet:
 
 
 def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | None = None,
-               condition: str | None = None, level: bool = True, exposure: tuple[float, float] | None | str = "runtime") -> FaceSet:
+               condition: str | None = None, level: bool = True, exposure: tuple[float, float] | None = EXPOSURE) -> FaceSet:
     """TFEID front-view colour photos, re-cropped by the runtime's own face cropper (so they are
     framed as served faces are); `groups` are performer ids (for performer-disjoint folds).
 
     `performers`: only these. `condition` (for measuring): each photo first made into the frame a
     camera under that condition would give (`camera.CONDITIONS`: tilted, dim, far, ...);
     `level=False` crops faces upright, as the cropper did before it levelled the eyes;
-    `exposure` replaces the cropper's range (`"runtime"`: its own; None: no normalisation). A photo
+    `exposure` replaces the cropper's range (None: no normalisation). A photo
     whose face is not found is kept whole; a conditioned frame without one gives zeros, what the
     runtime feeds for no face."""
     import cv2  # MediaPipe's OpenCV, already a runtime dependency
@@ -75,7 +76,7 @@ def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | Non
     rows = [r for r in csv.DictReader(open(root / "labels.csv", newline=""))
             if performers is None or r["performer"] in performers]
     images, labels, groups = [], [], []
-    cropper = FaceCropper(DEFAULT_SPEC, level=level, **({} if exposure == "runtime" else {"exposure": exposure}))
+    cropper = FaceCropper(DEFAULT_SPEC, level=level, exposure=exposure)
     for row in rows:
         bgr = cv2.imread(str(root / "images" / row["file"]), cv2.IMREAD_COLOR)
         if bgr is None:
