@@ -5,9 +5,7 @@ from pathlib import Path
 
 import onnx
 
-from mer.runtime.contract import Meta
-
-from .onnx_export import set_metadata
+from mer.runtime.contract import Meta, set_metadata
 
 
 def convert_fp16(src: Path, dst: Path) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import torch
 
-from mer.runtime.contract import CONDITIONS, INPUTS, OUTPUT, Meta
+from mer.runtime.contract import CONDITIONS, INPUTS, OUTPUT, Meta, set_metadata
 from mer.runtime.spec import LABELS, FeatureSpec
 from mer.train.fusion import MerModel
 
@@ -38,13 +38,6 @@ def metadata(model: MerModel, spec: FeatureSpec, precision: str, trained_on: str
         Meta.CLASS_BIAS: json.dumps({c: dict(zip(LABELS, (round(float(v), 6) for v in row)))
                                      for c, row in zip(CONDITIONS, model.class_bias)}),
     }
-
-
-def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
-    existing = {p.key: p for p in proto.metadata_props}
-    for key, value in props.items():
-        entry = existing.get(key) or proto.metadata_props.add()
-        entry.key, entry.value = key, value
 
 
 def export_onnx(model: MerModel, spec: FeatureSpec, path: Path, trained_on: str, batch: int = 1) -> Path:

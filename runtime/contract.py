@@ -31,6 +31,15 @@ class Meta:
     MODEL_CONFIG = "mer.model_config"  # JSON: MerModel's constructor arguments
     TEMPERATURE = "mer.temperature"    # JSON: condition -> temperature the graph divides by
     CLASS_BIAS = "mer.class_bias"      # JSON: condition -> {label: bias the graph adds after dividing}
+    RECALIBRATED_ON = "mer.recalibrated_on"  # JSON, set by `mer-eval --calibrate`: the clips fitted on
+
+
+def set_metadata(proto, props: dict[str, str]) -> None:
+    """Set (add or replace) metadata_props of an onnx.ModelProto: export and `mer-eval --calibrate`."""
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in props.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 class Sidecar:

@@ -1,0 +1,427 @@
+"""`mer-eval`: how right the model is on *your* labelled clips, and a copy of it calibrated to them.
+
+The bundled models' figures come from RAVDESS speakers, FER+ and TFEID faces. A user's footage is
+none of these, and no one temperature serves every source: the face alone is calibrated on FER+
+faces (ECE 0.02 there) and over-confident on another studio's (0.18; MODEL_CARD, *Confidence*).
+So the runtime can measure itself on clips a user labels, per modality condition as the graph
+feeds them (face and voice, voice only, face only), and fit the temperatures again on them.
+
+Labels come from (any mix):
+- a folder whose sub-folders are named by emotion (`clips/angry/a.mp4`, `clips/spk1/happy/b.wav`),
+- files named as RAVDESS names them (`01-01-05-01-01-01-12.mp4`: emotion 05 angry, actor 12),
+- a CSV with a header `file,label` and optionally `group` (the speaker), files relative to it.
+Label names are ours or common synonyms (anger, happiness, fear, surprise, ANG, HAP...).
+
+Calibration never changes a label: the rewritten model divides its logits by the new temperature
+of the condition instead of the old one. The ECE it reports after fitting is cross-fitted (each clip
+scored by a temperature fitted without it; by speaker where speakers are known), the one figure of
+the three that says how the new model will do on clips it has not seen.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import options
+from .calibration import ece, fit_temperature, softmax
+from .contract import CONDITIONS, Meta, set_metadata
+from .errors import InputError, MerError, ModelError, printable
+from .spec import LABELS
+
+# Names a label is given in the field's corpora and tools -> ours (lower-cased before lookup).
+SYNONYMS: dict[str, str] = {label: label for label in LABELS} | {
+    "neu": "neutral", "cal": "calm", "calmness": "calm",
+    "hap": "happy", "happiness": "happy", "joy": "happy", "happy_": "happy",
+    "sadness": "sad", "ang": "angry", "anger": "angry", "mad": "angry",
+    "fea": "fearful", "fear": "fearful", "afraid": "fearful", "scared": "fearful",
+    "dis": "disgust", "disgusted": "disgust", "disgusting": "disgust",
+    "sur": "surprised", "surprise": "surprised", "ps": "surprised",
+}
+# RAVDESS: modality-channel-emotion-intensity-statement-repetition-actor; emotion 01..08 is LABELS' order.
+RAVDESS_NAME = re.compile(r"^\d\d-\d\d-(0[1-8])-\d\d-\d\d-\d\d-(\d\d)$")
+FOLDS = 5            # cross-fitting folds (fewer when there are fewer speakers)
+MIN_CLIPS = 30       # a condition with fewer clips keeps its temperature: too few to fit one
+
+
+class LabelError(MerError):
+    """Clips whose labels cannot be read: one line naming the source and the reason."""
+
+
+@dataclass(frozen=True)
+class Labelled:
+    path: str
+    label: str
+    group: str | None = None  # the speaker, where known: cross-fitting keeps a speaker in one fold
+
+
+def canonical(name: str) -> str | None:
+    """Our label for a label name, or None."""
+    return SYNONYMS.get(name.strip().lower())
+
+
+def _from_name(path: Path) -> tuple[str, str] | None:
+    """(label, actor) of a RAVDESS-named file."""
+    m = RAVDESS_NAME.match(path.stem)
+    return (LABELS[int(m.group(1)) - 1], f"actor{m.group(2)}") if m else None
+
+
+def _labelled_file(path: Path, root: Path | None) -> Labelled:
+    """A file's label: the innermost folder under `root` named by an emotion, else a RAVDESS name."""
+    parts = path.parent.relative_to(root).parts if root is not None else (path.parent.name,)
+    for part in reversed(parts):
+        if label := canonical(part):
+            ravdess = _from_name(path)
+            return Labelled(str(path), label, ravdess[1] if ravdess else None)
+    if ravdess := _from_name(path):
+        return Labelled(str(path), *ravdess)
+    raise LabelError(f"{printable(path)}: cannot tell its emotion: put it in a folder named by it "
+                     f"({', '.join(LABELS)}), name it as RAVDESS does, or list it in a CSV (file,label)")
+
+
+def _from_csv(path: Path) -> list[Labelled]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LabelError(f"{printable(path)}: cannot read it as a CSV ({exc})") from None
+    if not rows or not {"file", "label"} <= set(rows[0]):
+        raise LabelError(f"{printable(path)}: want a header with columns file,label (and optionally group)")
+    out = []
+    for line, row in enumerate(rows, start=2):
+        label = canonical(row["label"] or "")
+        if label is None:
+            raise LabelError(f"{printable(path)}, line {line}: {row['label']!r} is not an emotion "
+                             f"({', '.join(LABELS)} or a synonym)")
+        out.append(Labelled(str(path.parent / row["file"]), label, (row.get("group") or "").strip() or None))
+    return out
+
+
+def labelled_clips(paths: tuple[str, ...] | list[str]) -> list[Labelled]:
+    """Every labelled clip named by `paths` (folders searched recursively, CSVs read), in order."""
+    from .cli import expand  # the same walk (hidden and non-media entries skipped) as mer-infer's
+    from .source import MEDIA_SUFFIXES
+
+    out: list[Labelled] = []
+    for p in paths:
+        path = Path(p)
+        if path.suffix.lower() == ".csv" and path.is_file():
+            out += _from_csv(path)
+        elif path.is_dir():
+            files, _ = expand((p,))
+            out += [_labelled_file(Path(f), path) for f in files if Path(f).suffix.lower() in MEDIA_SUFFIXES]
+        elif not path.exists():
+            raise LabelError(f"{printable(p)}: no such file or folder")
+        else:
+            out.append(_labelled_file(path, None))
+    if not out:
+        raise LabelError(f"{', '.join(map(printable, paths))}: no labelled media files")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+def condition_of(faces_detected: int, audio: bool) -> str:
+    """The condition the graph fed (MerModel.condition): no face found -> the crops are zeros."""
+    return "audio_only" if faces_detected == 0 else ("audiovisual" if audio else "video_only")
+
+
+def raw_logits(probs: np.ndarray, conditions: np.ndarray, temperature: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The logits before calibration, up to a constant per row (which no softmax sees): the graph
+    gave log p = z / T + b - logsumexp, so z = (log p - b) * T."""
+    t = temperature[conditions][:, None]
+    return (np.log(np.clip(probs, 1e-300, None)) - bias[conditions]) * t
+
+
+def summary(probs: np.ndarray, truth: np.ndarray) -> dict:
+    """Accuracy, UAR over the emotions present, ECE, mean confidence; and the accuracy with calm and
+    neutral taken as one (a face cannot tell them apart, and most sets have no calm)."""
+    if not len(truth):
+        return {"clips": 0}
+    pred = probs.argmax(1)
+    calm, neutral = LABELS.index("calm"), LABELS.index("neutral")
+    merge = lambda a: np.where(a == calm, neutral, a)  # noqa: E731
+    recalls = [float((pred[truth == k] == k).mean()) for k in np.unique(truth)]
+    return {"clips": int(len(truth)), "accuracy": float((pred == truth).mean()), "uar": float(np.mean(recalls)),
+            "ece": ece(probs, truth), "confidence": float(probs.max(1).mean()),
+            "accuracy_calm_as_neutral": float((merge(pred) == merge(truth)).mean())}
+
+
+def confusion(truth: np.ndarray, pred: np.ndarray) -> list[list[int]]:
+    """(labels x labels) counts, rows the truth, columns the answer."""
+    m = np.zeros((len(LABELS), len(LABELS)), dtype=int)
+    np.add.at(m, (truth, pred), 1)
+    return m.tolist()
+
+
+def folds_of(groups: list[str | None], k: int = FOLDS) -> np.ndarray | None:
+    """A fold per clip: by speaker when every clip has one (a speaker's clips stay together), else
+    by clip. None when there are too few speakers (or clips) for two folds."""
+    if all(g is not None for g in groups):
+        names = sorted(set(groups))
+        if len(names) < 2:
+            return None
+        k = min(k, len(names))
+        return np.array([names.index(g) % k for g in groups])
+    return np.arange(len(groups)) % k if len(groups) >= 2 * k else None
+
+
+def cross_fitted(z: np.ndarray, truth: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Each clip's probabilities under a temperature fitted on the other folds."""
+    out = np.zeros_like(z)
+    for f in np.unique(folds):
+        held = folds == f
+        out[held] = softmax(z[held] / fit_temperature(z[~held], truth[~held]))
+    return out
+
+
+def fit_conditions(z: np.ndarray, truth: np.ndarray, conds: np.ndarray, groups: list[str | None],
+                   min_clips: int = MIN_CLIPS) -> dict[str, dict]:
+    """Per condition with at least `min_clips` clips: the fitted temperature, and ECE before (as
+    the model is), after (in-sample) and cross-fitted."""
+    out = {}
+    for i, name in enumerate(CONDITIONS):
+        sel = conds == i
+        if sel.sum() < min_clips:
+            continue
+        t = fit_temperature(z[sel], truth[sel])
+        folds = folds_of([g for g, s in zip(groups, sel) if s])
+        out[name] = {"temperature": t, "clips": int(sel.sum()),
+                     "ece_after": ece(softmax(z[sel] / t), truth[sel]),
+                     "ece_cross_fitted": (ece(cross_fitted(z[sel], truth[sel], folds), truth[sel])
+                                          if folds is not None else None),
+                     "folds": None if folds is None else int(len(np.unique(folds))),
+                     "by_speaker": folds is not None and all(g is not None for g, s in zip(groups, sel) if s)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewriting a model's temperatures
+def _temperature_tensor(proto, old: list[float]):
+    """The graph's (3,) float initializer holding the temperatures its metadata states."""
+    from onnx import numpy_helper
+
+    hits = []
+    for init in proto.graph.initializer:
+        if list(init.dims) == [len(CONDITIONS)] and init.data_type in (1, 10):  # FLOAT, FLOAT16
+            value = numpy_helper.to_array(init).astype(np.float64)
+            if np.allclose(value, old, rtol=2e-3, atol=0):
+                hits.append(init)
+    return hits[0] if len(hits) == 1 else None
+
+
+def recalibrate(src: Path, dst: Path, temperatures: dict[str, float], note: dict) -> None:
+    """Write a copy of ONNX model `src` to `dst` whose graph divides by `temperatures` (condition ->
+    T; the others keep theirs), with its metadata saying so. Never overwrites: `dst` must not exist."""
+    import onnx
+    from onnx import numpy_helper
+
+    if src.suffix == ".engine":
+        raise ModelError(src, "a TensorRT engine cannot be recalibrated: recalibrate its ONNX file, "
+                              "then build the engine from that (mer-export)")
+    proto = onnx.load(str(src))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    old = json.loads(meta.get(Meta.TEMPERATURE, "null") or "null")
+    if not isinstance(old, dict) or set(old) != set(CONDITIONS):
+        raise ModelError(src, f"no per-condition temperatures in its metadata ({Meta.TEMPERATURE})")
+    init = _temperature_tensor(proto, [old[c] for c in CONDITIONS])
+    if init is None:
+        raise ModelError(src, "cannot find the temperatures in its graph (not exported by mer-export?)")
+    new = {c: float(temperatures.get(c, old[c])) for c in CONDITIONS}
+    dtype = numpy_helper.to_array(init).dtype
+    init.CopyFrom(numpy_helper.from_array(np.array([new[c] for c in CONDITIONS], dtype=dtype), init.name))
+    set_metadata(proto, {Meta.TEMPERATURE: json.dumps({c: round(new[c], 6) for c in CONDITIONS}),
+                         Meta.RECALIBRATED_ON: json.dumps(note, sort_keys=True)})
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    onnx.save(proto, str(tmp))
+    try:
+        os.link(tmp, dst)  # fails if dst appeared meanwhile: never replace a file
+    finally:
+        tmp.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# mer-eval
+def _measure(rec, clips: list[Labelled], model_name: str) -> tuple[dict, list[tuple[Labelled, int, np.ndarray]]]:
+    """Run every clip; the report, and (clip, condition index, probabilities) of those that ran."""
+    kept, failed, t0 = [], 0, time.perf_counter()
+    for i, clip in enumerate(clips):
+        try:
+            result = rec.predict(clip.path)
+        except InputError as exc:
+            failed += 1
+            _say("error", str(exc))
+            continue
+        except Exception as exc:  # a bug of ours: one line, and go on with the rest (as mer-infer does)
+            if os.environ.get("MER_DEBUG"):
+                raise
+            failed += 1
+            _say("error", f"{printable(clip.path)}: internal error ({type(exc).__name__}: {exc}); "
+                          "set MER_DEBUG=1 for a traceback")
+            continue
+        kept.append((clip, CONDITIONS.index(condition_of(result.faces_detected, result.audio)),
+                     np.array([result.probabilities[k] for k in LABELS])))
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{i + 1}/{len(clips)}")
+    if sys.stderr.isatty():
+        sys.stderr.write("\r")
+    if not kept:
+        raise InputError(", ".join(sorted({c.path for c in clips}))[:200], "no clip could be read")
+    p, y, c = _arrays(kept)
+    report = {"model": model_name, "fusion": rec.info.fusion, "clips": len(y), "failed": failed,
+              "seconds": round(time.perf_counter() - t0, 1),
+              "conditions": {"all": summary(p, y)} | {name: summary(p[c == i], y[c == i])
+                                                      for i, name in enumerate(CONDITIONS)},
+              "confusion": confusion(y, p.argmax(1))}
+    return report, kept
+
+
+def _arrays(kept) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.stack([k[2] for k in kept]), np.array([LABELS.index(k[0].label) for k in kept]),
+            np.array([k[1] for k in kept]))
+
+
+def _model_calibration(metadata: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(temperature (3,), class bias (3, 8)) as a model's metadata states them (1 and 0 if absent)."""
+    temps = json.loads(metadata.get(Meta.TEMPERATURE) or "{}")
+    biases = json.loads(metadata.get(Meta.CLASS_BIAS) or "{}")
+    return (np.array([float(temps.get(c, 1.0)) for c in CONDITIONS]),
+            np.array([[float(biases.get(c, {}).get(k, 0.0)) for k in LABELS] for c in CONDITIONS]))
+
+
+def _calibrate(rec, model: Path, out: Path, kept, report: dict, min_clips: int, sources: list[str]) -> None:
+    """Fit, write `out`, then check it: on one clip per refitted condition, its logits must be the
+    old model's with the new temperature in place of the old."""
+    from .backends import load_model
+
+    p, y, c = _arrays(kept)
+    temperature, bias = _model_calibration(rec.info.metadata)
+    fitted = fit_conditions(raw_logits(p, c, temperature, bias), y, c, [k[0].group for k in kept], min_clips)
+    report["calibration"] = {name: {**row, "temperature_before": float(temperature[CONDITIONS.index(name)])}
+                             for name, row in fitted.items()}
+    if not fitted:
+        return
+    note = {"clips": {n: r["clips"] for n, r in fitted.items()}, "sources": sources, "from_model": model.name,
+            "date": time.strftime("%Y-%m-%d")}
+    recalibrate(model, out, {n: r["temperature"] for n, r in fitted.items()}, note)
+    old, new = load_model(model, "cpu"), load_model(out, "cpu")
+    worst = 0.0
+    for name in fitted:
+        i = CONDITIONS.index(name)
+        clip = next(k[0] for k in kept if k[1] == i)
+        faces, mfcc = rec.inputs(clip.path)
+        before, after = old.run(faces[None], mfcc[None])[0], new.run(faces[None], mfcc[None])[0]
+        want = (before - bias[i]) * temperature[i] / fitted[name]["temperature"] + bias[i]
+        worst = max(worst, float(np.abs(after - want).max() / max(1.0, np.abs(want).max())))
+    if worst > (2e-2 if "16" in new.precision else 1e-4):
+        out.unlink()
+        raise ModelError(out, f"the rewritten model does not give the old logits rescaled (off by {worst:.2g}); removed")
+    report["written"] = str(out)
+    report["checked"] = {"clips": len(fitted), "max_relative_difference": worst}
+
+
+def _say(kind: str, message: str) -> None:
+    from .cli import _say as say
+
+    say(kind, message, prog="mer-eval")
+
+
+def _pct(x: float | None) -> str:
+    return "   -" if x is None else f"{100 * x:5.1f}"
+
+
+def _table(report: dict) -> list[str]:
+    lines = [f"{'CONDITION':<12} {'CLIPS':>5} {'ACC %':>6} {'UAR %':>6} {'ECE':>6} {'CONF':>5}  ACC % (calm = neutral)"]
+    for name, s in report["conditions"].items():
+        if s["clips"]:
+            lines.append(f"{name:<12} {s['clips']:>5} {_pct(s['accuracy']):>6} {_pct(s['uar']):>6} "
+                         f"{s['ece']:6.3f} {s['confidence']:5.2f}  {_pct(s['accuracy_calm_as_neutral'])}")
+    used = [i for i, label in enumerate(LABELS) if any(report["confusion"][i]) or any(r[i] for r in report["confusion"])]
+    lines.append("confusion (rows: the truth; columns: the answer)")
+    lines.append(" " * 10 + "".join(f"{LABELS[j][:7]:>8}" for j in used))
+    lines += [f"{LABELS[i]:<10}" + "".join(f"{report['confusion'][i][j]:>8}" for j in used) for i in used]
+    return lines
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1)
+@options.model("ONNX model file or TensorRT engine to measure (default: the bundled model).")
+@options.fusion()
+@options.backend()
+@options.voice_gate()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--calibrate", "calibrate_to", metavar="OUT.onnx",
+              help="Fit the temperatures on these clips and write a copy of the model that uses them.")
+@click.option("--min-clips", type=click.IntRange(2), default=MIN_CLIPS, show_default=True,
+              help="--calibrate: a condition with fewer clips keeps the model's temperature.")
+def main(paths, model_path, fusion, backend, voice_gate, as_json, calibrate_to, min_clips) -> None:
+    """Measure the model on labelled clips: accuracy, UAR, calibration (ECE) and the confusion
+    matrix, per condition (face and voice, voice only, face only). PATHS: folders whose
+    sub-folders are named by emotion, RAVDESS-named files, or CSVs (file,label[,group])."""
+    from .cli import _finish, _route_native_stderr_away
+
+    _route_native_stderr_away()
+    options.check_model(model_path, fusion)
+    if not paths:
+        raise click.UsageError("give labelled clips: a folder of emotion-named folders, RAVDESS-named files or a CSV")
+    out = Path(calibrate_to) if calibrate_to else None
+    if out is not None and (out.exists() or out.suffix != ".onnx"):
+        raise click.UsageError(f"--calibrate {calibrate_to}: " + ("exists; give a new file (nothing is overwritten)"
+                                                                  if out.exists() else "want an .onnx file name"))
+    from .recognizer import Recognizer, bundled_model
+
+    try:
+        clips = labelled_clips(paths)
+        model = Path(model_path) if model_path else bundled_model(fusion or "ia")
+        if out is not None and model.suffix == ".engine":
+            raise ModelError(model, "a TensorRT engine cannot be recalibrated: give its ONNX file")
+        rec = Recognizer(model, backend=backend, voice_gate=voice_gate)
+    except MerError as exc:
+        _say("error", str(exc))
+        _finish(2)
+    with rec:
+        try:
+            report, kept = _measure(rec, clips, str(model))
+        except MerError as exc:
+            _say("error", str(exc))
+            _finish(1)
+        code = 1 if report["failed"] else 0
+        if out is not None:
+            try:
+                _calibrate(rec, model, out, kept, report, min_clips, list(paths))
+            except (MerError, OSError) as exc:
+                _say("error", f"{out}: not written: {exc}")
+                code = 2
+    if as_json:
+        print(json.dumps(report, allow_nan=False))
+    else:
+        print(f"{report['clips']} clips ({report['failed']} failed), {rec.info.fusion} model {model.name}, "
+              f"{report['seconds']} s")
+        print("\n".join(_table(report)))
+        for name, row in report.get("calibration", {}).items():
+            cross = (f"; cross-fitted {row['ece_cross_fitted']:.3f} over {row['folds']} folds "
+                     f"{'by speaker' if row['by_speaker'] else 'by clip (speakers unknown)'}"
+                     if row["ece_cross_fitted"] is not None else "")
+            print(f"calibrated {name}: T {row['temperature_before']:.3f} -> {row['temperature']:.3f}; ECE "
+                  f"{report['conditions'][name]['ece']:.3f} -> {row['ece_after']:.3f}{cross}")
+        if out is not None:
+            skipped = [n for n in CONDITIONS if n not in report.get("calibration", {}) and report["conditions"][n]["clips"]]
+            if skipped:
+                print(f"kept the model's temperature for {', '.join(skipped)} (fewer than {min_clips} clips)")
+            if "written" in report:
+                print(f"wrote {out}: use it with --model {out}")
+            elif not report.get("calibration"):
+                print(f"nothing written: no condition has {min_clips} clips")
+    _finish(code)
+
+
+if __name__ == "__main__":
+    main()
