@@ -204,3 +204,15 @@ def test_mer_eval_bad_labels_one_line(labelled_set, tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines() == [f"mer-eval: error: {tmp_path / 't.csv'}, line 2: 'bored' is not an "
                                                f"emotion ({', '.join(LABELS)} or a synonym)"]
+
+
+def test_mer_eval_never_imports_torch(tmp_path):
+    """mer-eval --calibrate runs where only the runtime is installed: onnx, never torch."""
+    code = ("import sys; from pathlib import Path\n"
+            "from mer.runtime.evaluate import recalibrate\n"
+            "from mer.runtime.recognizer import bundled_model\n"
+            f"recalibrate(bundled_model('lt'), Path({str(tmp_path / 'lt.onnx')!r}), {{'audio_only': 2.0}}, {{}})\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "lt.onnx").is_file()
