@@ -9,7 +9,9 @@ feeds them (face and voice, voice only, face only), and fit the temperatures aga
 Labels come from (any mix):
 - a folder whose sub-folders are named by emotion (`clips/angry/a.mp4`, `clips/spk1/happy/b.wav`),
 - files named as RAVDESS names them (`01-01-05-01-01-01-12.mp4`: emotion 05 angry, actor 12),
-- a CSV with a header `file,label` and optionally `group` (the speaker), files relative to it.
+- a CSV with a header `file,label` and optionally `group` (the speaker), files relative to it;
+  with `start,end` (seconds) too, a row labels that stretch of a recording, and every timeline
+  window centred in it is scored (emotion over time, as `mer-infer --timeline` gives it).
 Label names are ours or common synonyms (anger, happiness, fear, surprise, ANG, HAP...).
 
 Calibration never changes a label: the rewritten model divides its logits by the new temperature
@@ -23,7 +25,9 @@ import csv
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +65,8 @@ class Labelled:
     path: str
     label: str
     group: str | None = None  # the speaker, where known: cross-fitting keeps a speaker in one fold
+    start: float | None = None  # a labelled stretch of a recording (seconds): its timeline windows
+    end: float | None = None
 
 
 def canonical(name: str) -> str | None:
@@ -101,8 +107,24 @@ def _from_csv(path: Path) -> list[Labelled]:
         if label is None:
             raise LabelError(f"{printable(path)}, line {line}: {row['label']!r} is not an emotion "
                              f"({', '.join(LABELS)} or a synonym)")
-        out.append(Labelled(str(path.parent / row["file"]), label, (row.get("group") or "").strip() or None))
+        start, end = _stretch(row.get("start"), row.get("end"), f"{printable(path)}, line {line}")
+        out.append(Labelled(str(path.parent / row["file"]), label, (row.get("group") or "").strip() or None,
+                            start, end))
     return out
+
+
+def _stretch(start: str | None, end: str | None, where: str) -> tuple[float | None, float | None]:
+    """A CSV row's `start,end` in seconds (both or neither)."""
+    start, end = (start or "").strip(), (end or "").strip()
+    if not start and not end:
+        return None, None
+    try:
+        a, b = float(start), float(end)
+    except ValueError:
+        raise LabelError(f"{where}: start and end must both be seconds, got {start!r}, {end!r}") from None
+    if not (0 <= a < b < float("inf")):
+        raise LabelError(f"{where}: want 0 <= start < end, got {start}, {end}")
+    return a, b
 
 
 def labelled_clips(paths: tuple[str, ...] | list[str]) -> list[Labelled]:
@@ -250,12 +272,48 @@ def recalibrate(src: Path, dst: Path, temperatures: dict[str, float], note: dict
 
 # ---------------------------------------------------------------------------------------------
 # mer-eval
-def _measure(rec, clips: list[Labelled], model_name: str) -> tuple[dict, list[tuple[Labelled, int, np.ndarray]]]:
-    """Run every clip; the report, and (clip, condition index, probabilities) of those that ran."""
+def _scored(rec, clip: Labelled | list[Labelled], hop: float | None) -> list[tuple[Labelled, object]]:
+    """(what was labelled, the runtime's Result) for a clip (its one window), or for the labelled
+    stretches of one recording (every timeline window centred in one; the recording is the group
+    where no speaker is given, so cross-fitting keeps its windows together)."""
+    if isinstance(clip, Labelled):
+        return [(clip, rec.predict(clip.path))]
+    out = []
+    for result in rec.timeline(clip[0].path, hop):
+        centre = (result.window[0] + result.window[1]) / 2
+        for seg in clip:
+            if seg.start <= centre < seg.end:
+                out.append((Labelled(seg.path, seg.label, seg.group or seg.path, *result.window), result))
+                break
+    return out
+
+
+def _units(clips: list[Labelled]) -> list[Labelled | list[Labelled]]:
+    """Clips one by one; the labelled stretches of a recording together, where its first one was."""
+    units, stretches = [], {}
+    for clip in clips:
+        if clip.start is None:
+            units.append(clip)
+        elif clip.path in stretches:
+            stretches[clip.path].append(clip)
+        else:
+            stretches[clip.path] = [clip]
+            units.append(stretches[clip.path])
+    return units
+
+
+def _measure(rec, clips: list[Labelled], model_name: str, hop: float | None = None,
+             stop=None) -> tuple[dict, list[tuple[Labelled, int, np.ndarray]]]:
+    """Run every clip (every labelled stretch's windows); the report, and (what was labelled,
+    condition index, probabilities) of each scored window. `stop` (an Event) ends it early."""
     kept, failed, t0 = [], 0, time.perf_counter()
-    for i, clip in enumerate(clips):
+    units = _units(clips)
+    for i, unit in enumerate(units):
+        if stop is not None and stop.is_set():
+            break
+        clip = unit if isinstance(unit, Labelled) else unit[0]
         try:
-            result = rec.predict(clip.path)
+            scored = _scored(rec, unit, hop)
         except InputError as exc:
             failed += 1
             _say("error", str(exc))
@@ -267,16 +325,19 @@ def _measure(rec, clips: list[Labelled], model_name: str) -> tuple[dict, list[tu
             _say("error", f"{printable(clip.path)}: internal error ({type(exc).__name__}: {exc}); "
                           "set MER_DEBUG=1 for a traceback")
             continue
-        kept.append((clip, CONDITIONS.index(condition_of(result.faces_detected, result.audio)),
-                     np.array([result.probabilities[k] for k in LABELS])))
+        kept += [(item, CONDITIONS.index(condition_of(result.faces_detected, result.audio)),
+                  np.array([result.probabilities[k] for k in LABELS])) for item, result in scored]
         if sys.stderr.isatty():
-            sys.stderr.write(f"\r{i + 1}/{len(clips)}")
+            sys.stderr.write(f"\r{i + 1}/{len(units)}")
     if sys.stderr.isatty():
         sys.stderr.write("\r")
     if not kept:
-        raise InputError(", ".join(sorted({c.path for c in clips}))[:200], "no clip could be read")
+        raise InputError(", ".join(sorted({c.path for c in clips}))[:200],
+                         "nothing scored (no clip could be read, or no window centred in a labelled stretch)")
     p, y, c = _arrays(kept)
-    report = {"model": model_name, "fusion": rec.info.fusion, "clips": len(y), "failed": failed,
+    report = {"model": model_name, "fusion": rec.info.fusion, "clips": len(y),
+              "windows_of_stretches": sum(k[0].start is not None for k in kept), "failed": failed,
+              "interrupted": bool(stop is not None and stop.is_set()),
               "seconds": round(time.perf_counter() - t0, 1),
               "conditions": {"all": summary(p, y)} | {name: summary(p[c == i], y[c == i])
                                                       for i, name in enumerate(CONDITIONS)},
@@ -357,12 +418,13 @@ def _table(report: dict) -> list[str]:
 @options.fusion()
 @options.backend()
 @options.voice_gate()
+@options.hop("CSV rows with start,end: seconds between timeline windows (default 0.96).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--calibrate", "calibrate_to", metavar="OUT.onnx",
               help="Fit the temperatures on these clips and write a copy of the model that uses them.")
 @click.option("--min-clips", type=click.IntRange(2), default=MIN_CLIPS, show_default=True,
               help="--calibrate: a condition with fewer clips keeps the model's temperature.")
-def main(paths, model_path, fusion, backend, voice_gate, as_json, calibrate_to, min_clips) -> None:
+def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate_to, min_clips) -> None:
     """Measure the model on labelled clips: accuracy, UAR, calibration (ECE) and the confusion
     matrix, per condition (face and voice, voice only, face only). PATHS: folders whose
     sub-folders are named by emotion, RAVDESS-named files, or CSVs (file,label[,group])."""
@@ -370,6 +432,7 @@ def main(paths, model_path, fusion, backend, voice_gate, as_json, calibrate_to, 
 
     _route_native_stderr_away()
     options.check_model(model_path, fusion)
+    options.check_hop(hop)
     if not paths:
         raise click.UsageError("give labelled clips: a folder of emotion-named folders, RAVDESS-named files or a CSV")
     out = Path(calibrate_to) if calibrate_to else None
@@ -387,14 +450,18 @@ def main(paths, model_path, fusion, backend, voice_gate, as_json, calibrate_to, 
     except MerError as exc:
         _say("error", str(exc))
         _finish(2)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # finish the clip in hand, report, fit nothing
     with rec:
         try:
-            report, kept = _measure(rec, clips, str(model))
+            report, kept = _measure(rec, clips, str(model), hop, stop)
         except MerError as exc:
             _say("error", str(exc))
             _finish(1)
-        code = 1 if report["failed"] else 0
-        if out is not None:
+        code = 130 if report["interrupted"] else (1 if report["failed"] else 0)
+        if out is not None and report["interrupted"]:
+            _say("note", f"interrupted: {out} not written (a calibration needs every clip)")
+        elif out is not None:
             try:
                 _calibrate(rec, model, out, kept, report, min_clips, list(paths))
             except (MerError, OSError) as exc:
@@ -403,7 +470,10 @@ def main(paths, model_path, fusion, backend, voice_gate, as_json, calibrate_to, 
     if as_json:
         print(json.dumps(report, allow_nan=False))
     else:
-        print(f"{report['clips']} clips ({report['failed']} failed), {rec.info.fusion} model {model.name}, "
+        stretches = f", {report['windows_of_stretches']} of them windows of labelled stretches" \
+            if report["windows_of_stretches"] else ""
+        print(f"{report['clips']} clips{stretches} ({report['failed']} failed"
+              f"{', interrupted' if report['interrupted'] else ''}), {rec.info.fusion} model {model.name}, "
               f"{report['seconds']} s")
         print("\n".join(_table(report)))
         for name, row in report.get("calibration", {}).items():

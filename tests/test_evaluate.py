@@ -216,3 +216,38 @@ def test_mer_eval_never_imports_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "lt.onnx").is_file()
+
+
+def test_labelled_stretches_score_the_timeline_windows_centred_in_them(clip_factory, tmp_path):
+    """A CSV with start,end labels stretches of a recording: every timeline window whose centre
+    lies in one is scored with its label; windows outside every stretch are not."""
+    from mer.runtime import Recognizer
+    from mer.runtime.evaluate import _measure
+
+    talk = clip_factory("talk8.mp4", seconds=8.0)
+    table = tmp_path / "stretches.csv"
+    table.write_text(f"file,label,start,end\n{talk},happy,0,3.5\n{talk},sad,4.5,8\n")
+    clips = labelled_clips([str(table)])
+    assert [(c.label, c.start, c.end) for c in clips] == [("happy", 0.0, 3.5), ("sad", 4.5, 8.0)]
+    with Recognizer(backend="cpu") as rec:
+        windows = list(rec.timeline(talk))
+        report, kept = _measure(rec, clips, "bundled")
+    centres = [(r.window[0] + r.window[1]) / 2 for r in windows]
+    want = ["happy" if c < 3.5 else "sad" for c in centres if c < 3.5 or 4.5 <= c < 8]
+    assert 0 < len(want) < len(windows)                  # some windows fall between the stretches
+    assert [k[0].label for k in kept] == want
+    assert report["clips"] == report["windows_of_stretches"] == len(want)
+    assert {k[0].group for k in kept} == {str(talk)}     # no speaker given: the recording is the group
+    right = [r.label == ("happy" if c < 3.5 else "sad") for r, c in zip(windows, centres) if c < 3.5 or 4.5 <= c < 8]
+    assert report["conditions"]["all"]["accuracy"] == pytest.approx(np.mean(right))
+
+
+@pytest.mark.parametrize("row, message", [
+    ("a.mp4,sad,3,", "start and end must both be seconds"),
+    ("a.mp4,sad,5,2", "want 0 <= start < end"),
+    ("a.mp4,sad,x,2", "start and end must both be seconds"),
+])
+def test_bad_stretches_name_the_line(tmp_path, row, message):
+    (tmp_path / "t.csv").write_text(f"file,label,start,end\n{row}\n")
+    with pytest.raises(LabelError, match=f"t.csv, line 2: {message}"):
+        labelled_clips([str(tmp_path / "t.csv")])
