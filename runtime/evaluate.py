@@ -36,7 +36,7 @@ import click
 import numpy as np
 
 from . import options
-from .calibration import ece, fit_temperature, softmax
+from .calibration import ece, face_labels, face_scores, fit_temperature, softmax
 from .contract import CONDITIONS, Meta, set_metadata
 from .errors import InputError, MerError, ModelError, printable
 from .spec import LABELS
@@ -100,9 +100,12 @@ def _from_csv(path: Path) -> list[Labelled]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise LabelError(f"{printable(path)}: cannot read it as a CSV ({exc})") from None
     if not rows or not {"file", "label"} <= set(rows[0]):
-        raise LabelError(f"{printable(path)}: want a header with columns file,label (and optionally group)")
+        raise LabelError(f"{printable(path)}: " + ("no rows under its header" if rows == [] and _header(path)
+                         else "want a header with columns file,label (and optionally group, start, end)"))
     out = []
     for line, row in enumerate(rows, start=2):
+        if not (row["file"] or "").strip():
+            raise LabelError(f"{printable(path)}, line {line}: no file named")
         label = canonical(row["label"] or "")
         if label is None:
             raise LabelError(f"{printable(path)}, line {line}: {row['label']!r} is not an emotion "
@@ -111,6 +114,12 @@ def _from_csv(path: Path) -> list[Labelled]:
         out.append(Labelled(str(path.parent / row["file"]), label, (row.get("group") or "").strip() or None,
                             start, end))
     return out
+
+
+def _header(path: Path) -> bool:
+    """Whether a CSV's first line names the columns file and label."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return {"file", "label"} <= set(next(csv.reader(f), []))
 
 
 def _stretch(start: str | None, end: str | None, where: str) -> tuple[float | None, float | None]:
@@ -127,8 +136,9 @@ def _stretch(start: str | None, end: str | None, where: str) -> tuple[float | No
     return a, b
 
 
-def labelled_clips(paths: tuple[str, ...] | list[str]) -> list[Labelled]:
-    """Every labelled clip named by `paths` (folders searched recursively, CSVs read), in order."""
+def labelled_clips(paths: tuple[str, ...] | list[str], notes: list[str] | None = None) -> list[Labelled]:
+    """Every labelled clip named by `paths` (folders searched recursively, CSVs read), in order;
+    what a folder's walk skipped is added to `notes`."""
     from .cli import expand  # the same walk (hidden and non-media entries skipped) as mer-infer's
     from .source import MEDIA_SUFFIXES
 
@@ -138,7 +148,9 @@ def labelled_clips(paths: tuple[str, ...] | list[str]) -> list[Labelled]:
         if path.suffix.lower() == ".csv" and path.is_file():
             out += _from_csv(path)
         elif path.is_dir():
-            files, _ = expand((p,))
+            files, skipped = expand((p,))
+            if notes is not None:
+                notes += skipped
             out += [_labelled_file(Path(f), path) for f in files if Path(f).suffix.lower() in MEDIA_SUFFIXES]
         elif not path.exists():
             raise LabelError(f"{printable(p)}: no such file or folder")
@@ -185,59 +197,69 @@ def confusion(truth: np.ndarray, pred: np.ndarray) -> list[list[int]]:
 
 
 def folds_of(groups: list[str | None], k: int = FOLDS) -> np.ndarray | None:
-    """A fold per clip: by speaker when every clip has one (a speaker's clips stay together), else
-    by clip. None when there are too few speakers (or clips) for two folds."""
-    if all(g is not None for g in groups):
-        names = sorted(set(groups))
-        if len(names) < 2:
-            return None
-        k = min(k, len(names))
-        return np.array([names.index(g) % k for g in groups])
-    return np.arange(len(groups)) % k if len(groups) >= 2 * k else None
+    """A fold per clip, a group's clips (a speaker's, a recording's windows) always in one fold; a
+    clip without a group is a group of its own. None when there are fewer than two groups."""
+    named = [g if g is not None else f"\0clip{i}" for i, g in enumerate(groups)]
+    names = sorted(set(named))
+    if len(names) < 2:
+        return None
+    index = {g: i for i, g in enumerate(names)}
+    return np.array([index[g] % min(k, len(names)) for g in named])
 
 
-def cross_fitted(z: np.ndarray, truth: np.ndarray, folds: np.ndarray) -> np.ndarray:
+def cross_fitted(z: np.ndarray, truth: np.ndarray, folds: np.ndarray, calm_as_neutral: bool = False) -> np.ndarray:
     """Each clip's probabilities under a temperature fitted on the other folds."""
     out = np.zeros_like(z)
     for f in np.unique(folds):
         held = folds == f
-        out[held] = softmax(z[held] / fit_temperature(z[~held], truth[~held]))
+        out[held] = softmax(z[held] / fit_temperature(z[~held], truth[~held], calm_as_neutral))
     return out
 
 
 def fit_conditions(z: np.ndarray, truth: np.ndarray, conds: np.ndarray, groups: list[str | None],
-                   min_clips: int = MIN_CLIPS) -> dict[str, dict]:
+                   t_before: np.ndarray, min_clips: int = MIN_CLIPS) -> dict[str, dict]:
     """Per condition with at least `min_clips` clips: the fitted temperature, and ECE before (as
-    the model is), after (in-sample) and cross-fitted."""
+    the model is), after (in-sample) and cross-fitted. The face alone is fitted and scored with
+    calm counted as neutral, as training fits it (train/calibrate.py): a face cannot tell them apart."""
     out = {}
     for i, name in enumerate(CONDITIONS):
         sel = conds == i
         if sel.sum() < min_clips:
             continue
-        t = fit_temperature(z[sel], truth[sel])
-        folds = folds_of([g for g, s in zip(groups, sel) if s])
-        out[name] = {"temperature": t, "clips": int(sel.sum()),
-                     "ece_after": ece(softmax(z[sel] / t), truth[sel]),
-                     "ece_cross_fitted": (ece(cross_fitted(z[sel], truth[sel], folds), truth[sel])
-                                          if folds is not None else None),
+        merged = name == "video_only"
+        zs, ys = z[sel], (face_labels(truth[sel]) if merged else truth[sel])
+        score = (lambda p: ece(face_scores(p), ys)) if merged else (lambda p: ece(p, ys))  # noqa: E731
+        t = fit_temperature(zs, ys, calm_as_neutral=merged)
+        kept = [g for g, s in zip(groups, sel) if s]
+        folds = folds_of(kept)
+        out[name] = {"temperature": t, "clips": int(sel.sum()), "calm_as_neutral": merged,
+                     "ece_before": score(softmax(zs / t_before[i])), "ece_after": score(softmax(zs / t)),
+                     "ece_cross_fitted": None if folds is None else score(cross_fitted(zs, ys, folds, merged)),
                      "folds": None if folds is None else int(len(np.unique(folds))),
-                     "by_speaker": folds is not None and all(g is not None for g, s in zip(groups, sel) if s)}
+                     "by_group": all(g is not None for g in kept)}
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Rewriting a model's temperatures
 def _temperature_tensor(proto, old: list[float]):
-    """The graph's (3,) float initializer holding the temperatures its metadata states."""
-    from onnx import numpy_helper
+    """The graph's (3,) float initializer holding the temperatures its metadata states, gathered by
+    the condition (MerModel.calibrated: logits / temperature[condition]); None unless exactly one."""
+    from onnx import TensorProto, numpy_helper
 
-    hits = []
-    for init in proto.graph.initializer:
-        if list(init.dims) == [len(CONDITIONS)] and init.data_type in (1, 10):  # FLOAT, FLOAT16
-            value = numpy_helper.to_array(init).astype(np.float64)
-            if np.allclose(value, old, rtol=2e-3, atol=0):
-                hits.append(init)
+    gathered = {i for n in proto.graph.node if n.op_type in ("Gather", "GatherND") for i in n.input[:1]}
+    hits = [init for init in proto.graph.initializer
+            if init.name in gathered and list(init.dims) == [len(CONDITIONS)]
+            and init.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
+            and np.allclose(numpy_helper.to_array(init).astype(np.float64), old, rtol=2e-3, atol=0)]
     return hits[0] if len(hits) == 1 else None
+
+
+def check_recalibratable(model: Path) -> None:
+    """Refuse, before any clip is run, a model whose temperatures cannot be rewritten."""
+    if model.suffix == ".engine":
+        raise ModelError(model, "a TensorRT engine cannot be recalibrated: recalibrate its ONNX file, "
+                                "then build the engine from that")
 
 
 def recalibrate(src: Path, dst: Path, temperatures: dict[str, float], note: dict) -> None:
@@ -246,9 +268,7 @@ def recalibrate(src: Path, dst: Path, temperatures: dict[str, float], note: dict
     import onnx
     from onnx import numpy_helper
 
-    if src.suffix == ".engine":
-        raise ModelError(src, "a TensorRT engine cannot be recalibrated: recalibrate its ONNX file, "
-                              "then build the engine from that (mer-export)")
+    check_recalibratable(src)
     proto = onnx.load(str(src))
     meta = {p.key: p.value for p in proto.metadata_props}
     old = json.loads(meta.get(Meta.TEMPERATURE, "null") or "null")
@@ -257,22 +277,42 @@ def recalibrate(src: Path, dst: Path, temperatures: dict[str, float], note: dict
     init = _temperature_tensor(proto, [old[c] for c in CONDITIONS])
     if init is None:
         raise ModelError(src, "cannot find the temperatures in its graph (not exported by mer-export?)")
-    new = {c: float(temperatures.get(c, old[c])) for c in CONDITIONS}
     dtype = numpy_helper.to_array(init).dtype
-    init.CopyFrom(numpy_helper.from_array(np.array([new[c] for c in CONDITIONS], dtype=dtype), init.name))
-    set_metadata(proto, {Meta.TEMPERATURE: json.dumps({c: round(new[c], 6) for c in CONDITIONS}),
+    stored = np.array([temperatures.get(c, old[c]) for c in CONDITIONS], dtype=dtype)  # FP16 rounds them
+    init.CopyFrom(numpy_helper.from_array(stored, init.name))
+    set_metadata(proto, {Meta.TEMPERATURE: json.dumps({c: round(float(t), 6) for c, t in zip(CONDITIONS, stored)}),
                          Meta.RECALIBRATED_ON: json.dumps(note, sort_keys=True)})
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    onnx.save(proto, str(tmp))
+    _write_new(dst, proto.SerializeToString())
+
+
+def _write_new(dst: Path, data: bytes) -> None:
+    """`data` to a file that does not exist yet, whole or not at all: written beside it under a
+    fresh name, then linked into place (a link fails if `dst` appeared meanwhile); where links are
+    not supported, created exclusively and written."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     try:
-        os.link(tmp, dst)  # fails if dst appeared meanwhile: never replace a file
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, dst)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links (exFAT, some network shares)
+            with open(dst, "xb") as f:
+                try:
+                    f.write(data)
+                except BaseException:
+                    dst.unlink(missing_ok=True)
+                    raise
     finally:
-        tmp.unlink()
+        os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------------
 # mer-eval
-def _scored(rec, clip: Labelled | list[Labelled], hop: float | None) -> list[tuple[Labelled, object]]:
+def _scored(rec, clip: Labelled | list[Labelled], hop: float | None, stop=None) -> list[tuple[Labelled, object]]:
     """(what was labelled, the runtime's Result) for a clip (its one window), or for the labelled
     stretches of one recording (every timeline window centred in one; the recording is the group
     where no speaker is given, so cross-fitting keeps its windows together)."""
@@ -280,6 +320,8 @@ def _scored(rec, clip: Labelled | list[Labelled], hop: float | None) -> list[tup
         return [(clip, rec.predict(clip.path))]
     out = []
     for result in rec.timeline(clip[0].path, hop):
+        if stop is not None and stop.is_set():
+            break
         centre = (result.window[0] + result.window[1]) / 2
         for seg in clip:
             if seg.start <= centre < seg.end:
@@ -313,7 +355,7 @@ def _measure(rec, clips: list[Labelled], model_name: str, hop: float | None = No
             break
         clip = unit if isinstance(unit, Labelled) else unit[0]
         try:
-            scored = _scored(rec, unit, hop)
+            scored = _scored(rec, unit, hop, stop)
         except InputError as exc:
             failed += 1
             _say("error", str(exc))
@@ -359,13 +401,14 @@ def _model_calibration(metadata: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _calibrate(rec, model: Path, out: Path, kept, report: dict, min_clips: int, sources: list[str]) -> None:
-    """Fit, write `out`, then check it: on one clip per refitted condition, its logits must be the
-    old model's with the new temperature in place of the old."""
-    from .backends import load_model
-
+    """Fit; write `out`; check it (_check). A model with a class bias is refused: the fit is of
+    temperatures alone (the bundled models' biases are 0)."""
     p, y, c = _arrays(kept)
     temperature, bias = _model_calibration(rec.info.metadata)
-    fitted = fit_conditions(raw_logits(p, c, temperature, bias), y, c, [k[0].group for k in kept], min_clips)
+    if np.any(bias != 0):
+        raise ModelError(model, "carries a class bias: mer-eval --calibrate refits temperatures of models without one")
+    fitted = fit_conditions(raw_logits(p, c, temperature, bias), y, c, [k[0].group for k in kept], temperature,
+                            min_clips)
     report["calibration"] = {name: {**row, "temperature_before": float(temperature[CONDITIONS.index(name)])}
                              for name, row in fitted.items()}
     if not fitted:
@@ -373,20 +416,46 @@ def _calibrate(rec, model: Path, out: Path, kept, report: dict, min_clips: int, 
     note = {"clips": {n: r["clips"] for n, r in fitted.items()}, "sources": sources, "from_model": model.name,
             "date": time.strftime("%Y-%m-%d")}
     recalibrate(model, out, {n: r["temperature"] for n, r in fitted.items()}, note)
-    old, new = load_model(model, "cpu"), load_model(out, "cpu")
-    worst = 0.0
-    for name in fitted:
-        i = CONDITIONS.index(name)
-        clip = next(k[0] for k in kept if k[1] == i)
-        faces, mfcc = rec.inputs(clip.path)
-        before, after = old.run(faces[None], mfcc[None])[0], new.run(faces[None], mfcc[None])[0]
-        want = (before - bias[i]) * temperature[i] / fitted[name]["temperature"] + bias[i]
-        worst = max(worst, float(np.abs(after - want).max() / max(1.0, np.abs(want).max())))
-    if worst > (2e-2 if "16" in new.precision else 1e-4):
-        out.unlink()
-        raise ModelError(out, f"the rewritten model does not give the old logits rescaled (off by {worst:.2g}); removed")
+    try:
+        report["checked"] = _check(rec, model, out, kept, {CONDITIONS.index(n) for n in fitted})
+    except BaseException:  # a check that failed or could not run: the file is not left behind
+        out.unlink(missing_ok=True)
+        raise
     report["written"] = str(out)
-    report["checked"] = {"clips": len(fitted), "max_relative_difference": worst}
+
+
+def _check(rec, model: Path, out: Path, kept, conditions: set[int]) -> dict:
+    """Run the old and the new model on real inputs in each refitted condition (a clip's own
+    faces and MFCC, the other modality zeroed as the runtime zeroes it): the new logits must be the
+    old ones with the new temperature in place of the old."""
+    from .backends import load_model
+
+    faces = mfcc = None
+    for path in list(dict.fromkeys(k[0].path for k in kept))[:20]:  # real inputs of each modality
+        f, m = rec.inputs(path)
+        faces = f if faces is None and f.any() else faces
+        mfcc = m if mfcc is None and m.any() else mfcc
+        if faces is not None and mfcc is not None:
+            break
+    old, new = load_model(model, "cpu"), load_model(out, "cpu")
+    t_old, bias = _model_calibration(old.info.metadata)
+    t_new, _ = _model_calibration(new.info.metadata)
+    b = max(1, old.info.batch)  # a model exported for a fixed batch: the same input b times
+    worst, checked = 0.0, []
+    for i in sorted(conditions):
+        need_face, need_voice = CONDITIONS[i] != "audio_only", CONDITIONS[i] != "video_only"
+        if (need_face and faces is None) or (need_voice and mfcc is None):
+            continue  # none of the first clips has that modality: nothing real to check it on
+        f = faces if need_face else np.zeros(rec.spec.faces_shape, np.uint8)
+        m = mfcc if need_voice else np.zeros(rec.spec.mfcc_shape, np.float32)
+        f, m = np.repeat(f[None], b, 0), np.repeat(m[None], b, 0)
+        before, after = old.run(f, m)[0].astype(np.float64), new.run(f, m)[0].astype(np.float64)
+        want = (before - bias[i]) * t_old[i] / t_new[i] + bias[i]
+        worst = max(worst, float(np.abs(after - want).max() / max(1.0, np.abs(want).max())))
+        checked.append(CONDITIONS[i])
+    if worst > (2e-2 if new.precision == "fp16" else 1e-4):
+        raise ModelError(out, f"the rewritten model does not give the old logits rescaled (off by {worst:.2g})")
+    return {"conditions": checked, "max_relative_difference": worst}
 
 
 def _say(kind: str, message: str) -> None:
@@ -442,10 +511,13 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
     from .recognizer import Recognizer, bundled_model
 
     try:
-        clips = labelled_clips(paths)
+        notes: list[str] = []
+        clips = labelled_clips(paths, notes)
+        for note in notes:
+            _say("note", note)
         model = Path(model_path) if model_path else bundled_model(fusion or "ia")
-        if out is not None and model.suffix == ".engine":
-            raise ModelError(model, "a TensorRT engine cannot be recalibrated: give its ONNX file")
+        if out is not None:
+            check_recalibratable(model)
         rec = Recognizer(model, backend=backend, voice_gate=voice_gate)
     except MerError as exc:
         _say("error", str(exc))
@@ -465,7 +537,13 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
             try:
                 _calibrate(rec, model, out, kept, report, min_clips, list(paths))
             except (MerError, OSError) as exc:
-                _say("error", f"{out}: not written: {exc}")
+                _say("error", f"not written: {exc}")
+                code = 2
+            if stop.is_set() and out.exists():  # Ctrl-C while fitting or checking
+                out.unlink()
+                report.pop("written", None)
+                code = 130
+            elif "written" not in report and code == 0:  # no condition had enough clips
                 code = 2
     if as_json:
         print(json.dumps(report, allow_nan=False))
@@ -477,11 +555,12 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
               f"{report['seconds']} s")
         print("\n".join(_table(report)))
         for name, row in report.get("calibration", {}).items():
-            cross = (f"; cross-fitted {row['ece_cross_fitted']:.3f} over {row['folds']} folds "
-                     f"{'by speaker' if row['by_speaker'] else 'by clip (speakers unknown)'}"
-                     if row["ece_cross_fitted"] is not None else "")
-            print(f"calibrated {name}: T {row['temperature_before']:.3f} -> {row['temperature']:.3f}; ECE "
-                  f"{report['conditions'][name]['ece']:.3f} -> {row['ece_after']:.3f}{cross}")
+            groups = "by speaker or recording" if row["by_group"] else "by speaker or recording where given, else by clip"
+            cross = (f"; cross-fitted {row['ece_cross_fitted']:.3f} over {row['folds']} folds {groups}"
+                     if row["ece_cross_fitted"] is not None else "; not cross-fitted (one speaker)")
+            merged = " (calm counted as neutral)" if row["calm_as_neutral"] else ""
+            print(f"calibrated {name}: T {row['temperature_before']:.3f} -> {row['temperature']:.3f}; ECE{merged} "
+                  f"{row['ece_before']:.3f} -> {row['ece_after']:.3f}{cross}")
         if out is not None:
             skipped = [n for n in CONDITIONS if n not in report.get("calibration", {}) and report["conditions"][n]["clips"]]
             if skipped:

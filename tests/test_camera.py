@@ -38,6 +38,11 @@ def test_conditions_change_the_frame_the_way_they_say(photo):
     assert warm[..., 0].mean() / warm[..., 2].mean() > clean[..., 0].mean() / clean[..., 2].mean() > \
         cool[..., 0].mean() / cool[..., 2].mean()
     assert camera.apply(photo, "far").shape == (102, 102, 3)
+    side = camera.apply(photo, "side")[128:384, 128:384]  # the face's place in the frame
+    assert _luma(side[:, :32]) > 0.9 * _luma(photo[:, :32])    # its left edge lit as it was,
+    assert _luma(side[:, -64:]) < 0.55 * _luma(photo[:, -64:])  # its right in shade
+    backlit = camera.apply(photo, "backlit")
+    assert _luma(backlit[128:384, 128:384]) < 0.75 * _luma(photo) and _luma(backlit[:, :100]) > 1.05 * _luma(clean[:, :100])
     for name in ("defocus", "motion"):  # detail lost: less high-frequency energy
         assert np.abs(np.diff(camera.apply(photo, name).astype(float), axis=1)).mean() < \
             np.abs(np.diff(clean.astype(float), axis=1)).mean(), name

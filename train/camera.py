@@ -26,6 +26,8 @@ CONDITIONS: dict[str, str] = {
     "dim": "1.5 stops under-exposed (a dim room), sensor noise sigma 3",
     "dark": "3 stops under-exposed, sensor noise sigma 6 (an evening webcam)",
     "bright": "1.5 stops over-exposed (a face in sunlight, the highlights clipped)",
+    "side": "lit from one side: 3 stops darker from the face's left edge to its right, noise sigma 3",
+    "backlit": "a bright window behind: the scene 2 stops over (clipped), the face 1.5 under, noise sigma 4",
     "warm": "white balance off towards tungsten (red x1.25, blue x0.6)",
     "cool": "white balance off towards shade (red x0.75, blue x1.3)",
     "far": "the face about 40 px tall (a person across a room), upscaled by the cropper",
@@ -65,7 +67,9 @@ def _noisy(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarra
     return np.clip(rgb.astype(np.float32) + rng.normal(0, sigma, rgb.shape), 0, 255).astype(np.uint8)
 
 
-FRAMING = ("far", *TILTS)  # conditions that need the frame around a face (not for a face crop alone)
+# Conditions that need the frame around a face (not for a face crop alone): where the face is in
+# it decides what they do.
+FRAMING = ("far", "side", "backlit", *TILTS)
 
 
 def apply(photo: np.ndarray, condition: str, seed: int = 0) -> np.ndarray:
@@ -81,7 +85,29 @@ def apply(photo: np.ndarray, condition: str, seed: int = 0) -> np.ndarray:
         # The photo's face is ~200 px of a 256 px photo: a fifth of that is a face ~40 px tall.
         h, w = frame.shape[:2]
         return cv2.resize(frame, (w // 5, h // 5), interpolation=cv2.INTER_AREA)
+    if condition in ("side", "backlit"):
+        return _lit(frame, photo.shape[:2], condition, seed)
     return photometric(frame, condition, seed)
+
+
+def _lit(frame: np.ndarray, photo_hw: tuple[int, int], condition: str, seed: int) -> np.ndarray:
+    """Light that differs across the frame (in_frame's: the photo in its middle half). Side: the
+    gain falls 3 stops over the face's width, a smooth stand-in for a lamp or window to one side
+    (real side light also casts the nose's and brows' shadows, which this does not). Backlit: the
+    camera exposes for a bright background, so the scene clips and the face is left under."""
+    h, w = photo_hw
+    lin = _linear(frame)
+    if condition == "side":
+        x = np.arange(frame.shape[1], dtype=np.float32)
+        lin *= (2.0 ** (-3.0 * np.clip((x - w // 2) / w, 0, 1)))[None, :, None]
+        sigma = 3.0
+    else:
+        gain = np.full(frame.shape[:2], 2.0 ** 2, np.float32)
+        gain[h // 2:h // 2 + h, w // 2:w // 2 + w] = 2.0 ** -1.5
+        lin *= gain[..., None]
+        sigma = 4.0
+    rng = np.random.default_rng([seed, zlib.crc32(condition.encode())])
+    return _noisy(_encoded(lin), sigma, rng)
 
 
 def photometric(rgb: np.ndarray, condition: str, seed: int = 0) -> np.ndarray:
