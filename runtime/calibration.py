@@ -80,3 +80,31 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
     """Expected calibration error: the count-weighted mean |accuracy - confidence| over the bins."""
     rows = [r for r in reliability(probs, labels, bins) if r["n"]]
     return float(sum(r["n"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / len(labels))
+
+
+def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray]], path, title: str,
+                     after_tag: str = "after") -> None:
+    """One panel per condition, (before, after or None, labels): accuracy against confidence.
+    matplotlib comes with MediaPipe (a runtime dependency)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4.2), squeeze=False)
+    for ax, (name, (before, after_, labels)) in zip(axes[0], curves.items()):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
+        for probs, style, tag in ((before, "o-", "before"), (after_, "s-", after_tag)):
+            if probs is None:
+                continue
+            rows = [r for r in reliability(probs, labels) if r["n"] >= 5]
+            ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], style, ms=4,
+                    label=f"{tag} (ECE {ece(probs, labels):.3f})")
+        ax.set(title=name.replace("_", " "), xlabel="confidence (top probability)", xlim=(0, 1), ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0][0].set_ylabel("accuracy")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

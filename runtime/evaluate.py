@@ -232,9 +232,11 @@ def fit_conditions(z: np.ndarray, truth: np.ndarray, conds: np.ndarray, groups: 
         t = fit_temperature(zs, ys, calm_as_neutral=merged)
         kept = [g for g, s in zip(groups, sel) if s]
         folds = folds_of(kept)
+        crossed = None if folds is None else cross_fitted(zs, ys, folds, merged)
         out[name] = {"temperature": t, "clips": int(sel.sum()), "calm_as_neutral": merged,
                      "ece_before": score(softmax(zs / t_before[i])), "ece_after": score(softmax(zs / t)),
-                     "ece_cross_fitted": None if folds is None else score(cross_fitted(zs, ys, folds, merged)),
+                     "ece_cross_fitted": None if crossed is None else score(crossed),
+                     "cross_fitted_probs": crossed,  # (clips, labels) for the plot; not in the JSON
                      "folds": None if folds is None else int(len(np.unique(folds))),
                      "by_group": all(g is not None for g in kept)}
     return out
@@ -344,10 +346,11 @@ def _units(clips: list[Labelled]) -> list[Labelled | list[Labelled]]:
     return units
 
 
-def _measure(rec, clips: list[Labelled], model_name: str, hop: float | None = None,
+def measure(rec, clips: list[Labelled], model_name: str = "", hop: float | None = None,
              stop=None) -> tuple[dict, list[tuple[Labelled, int, np.ndarray]]]:
-    """Run every clip (every labelled stretch's windows); the report, and (what was labelled,
-    condition index, probabilities) of each scored window. `stop` (an Event) ends it early."""
+    """Run every clip (every labelled stretch's windows) through `rec` (a Recognizer): the report
+    (`mer-eval --json`'s, without calibration), and (what was labelled, condition index,
+    probabilities) of each clip or window scored. `stop` (an Event) ends it early."""
     kept, failed, t0 = [], 0, time.perf_counter()
     units = _units(clips)
     for i, unit in enumerate(units):
@@ -409,8 +412,10 @@ def _calibrate(rec, model: Path, out: Path, kept, report: dict, min_clips: int, 
         raise ModelError(model, "carries a class bias: mer-eval --calibrate refits temperatures of models without one")
     fitted = fit_conditions(raw_logits(p, c, temperature, bias), y, c, [k[0].group for k in kept], temperature,
                             min_clips)
-    report["calibration"] = {name: {**row, "temperature_before": float(temperature[CONDITIONS.index(name)])}
+    report["calibration"] = {name: {**{k: v for k, v in row.items() if k != "cross_fitted_probs"},
+                                    "temperature_before": float(temperature[CONDITIONS.index(name)])}
                              for name, row in fitted.items()}
+    report["_cross_fitted"] = {name: row["cross_fitted_probs"] for name, row in fitted.items()}
     if not fitted:
         return
     note = {"clips": {n: r["clips"] for n, r in fitted.items()}, "sources": sources, "from_model": model.name,
@@ -458,6 +463,26 @@ def _check(rec, model: Path, out: Path, kept, conditions: set[int]) -> dict:
     return {"conditions": checked, "max_relative_difference": worst}
 
 
+def _plot(kept, crossed: dict[str, np.ndarray | None], path: Path, title: str) -> None:
+    """Reliability diagrams, one per condition fed: the model as it is and, after --calibrate, the
+    cross-fitted temperatures (what new clips will see). The face alone with calm counted as neutral."""
+    from .calibration import plot_reliability
+
+    p, y, c = _arrays(kept)
+    curves = {}
+    for i, name in enumerate(CONDITIONS):
+        sel = c == i
+        if not sel.any():
+            continue
+        merged = name == "video_only"
+        before, after = p[sel], crossed.get(name)
+        if merged:
+            before, after = face_scores(before), None if after is None else face_scores(after)
+        curves[name + (" (calm as neutral)" if merged else "") + f", {int(sel.sum())} clips"] = \
+            (before, after, face_labels(y[sel]) if merged else y[sel])
+    plot_reliability(curves, path, title, after_tag="recalibrated, cross-fitted")
+
+
 def _say(kind: str, message: str) -> None:
     from .cli import _say as say
 
@@ -493,7 +518,8 @@ def _table(report: dict) -> list[str]:
               help="Fit the temperatures on these clips and write a copy of the model that uses them.")
 @click.option("--min-clips", type=click.IntRange(2), default=MIN_CLIPS, show_default=True,
               help="--calibrate: a condition with fewer clips keeps the model's temperature.")
-def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate_to, min_clips) -> None:
+@click.option("--plot", "plot_path", metavar="PNG", help="Write reliability diagrams (confidence against accuracy).")
+def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate_to, min_clips, plot_path) -> None:
     """Measure the model on labelled clips: accuracy, UAR, calibration (ECE) and the confusion
     matrix, per condition (face and voice, voice only, face only). PATHS: folders whose
     sub-folders are named by emotion, RAVDESS-named files, or CSVs (file,label[,group])."""
@@ -526,7 +552,7 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # finish the clip in hand, report, fit nothing
     with rec:
         try:
-            report, kept = _measure(rec, clips, str(model), hop, stop)
+            report, kept = measure(rec, clips, str(model), hop, stop)
         except MerError as exc:
             _say("error", str(exc))
             _finish(1)
@@ -545,6 +571,14 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
                 code = 130
             elif "written" not in report and code == 0:  # no condition had enough clips
                 code = 2
+    crossed = report.pop("_cross_fitted", {})
+    if plot_path:
+        try:
+            _plot(kept, crossed, Path(plot_path), f"mer-eval {model.name}: {', '.join(paths)}"[:90])
+            report["plot"] = plot_path
+        except (OSError, ValueError) as exc:
+            _say("error", f"{plot_path}: cannot write the plot ({exc})")
+            code = code or 2
     if as_json:
         print(json.dumps(report, allow_nan=False))
     else:
@@ -569,6 +603,8 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
                 print(f"wrote {out}: use it with --model {out}")
             elif not report.get("calibration"):
                 print(f"nothing written: no condition has {min_clips} clips")
+        if "plot" in report:
+            print(f"wrote {plot_path}")
     _finish(code)
 
 

@@ -180,8 +180,9 @@ def test_mer_eval_reports_the_runtimes_answers_and_writes_a_checked_copy(labelle
 
     out = tmp_path / "mine.onnx"
     run = _run(str(labelled_set / "faces"), str(labelled_set / "speech.csv"), "--json", "--calibrate", str(out),
-               "--min-clips", "10", cwd=labelled_set)
+               "--min-clips", "10", "--plot", str(tmp_path / "rel.png"), cwd=labelled_set)
     assert run.returncode == 0, run.stderr
+    assert (tmp_path / "rel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads(run.stdout)
     clips = labelled_clips([str(labelled_set / "faces"), str(labelled_set / "speech.csv")])
     with Recognizer(backend="cpu") as rec:
@@ -244,7 +245,7 @@ def test_labelled_stretches_score_the_timeline_windows_centred_in_them(clip_fact
     """A CSV with start,end labels stretches of a recording: every timeline window whose centre
     lies in one is scored with its label; windows outside every stretch are not."""
     from mer.runtime import Recognizer
-    from mer.runtime.evaluate import _measure
+    from mer.runtime.evaluate import measure
 
     talk = clip_factory("talk8.mp4", seconds=8.0)
     table = tmp_path / "stretches.csv"
@@ -253,7 +254,7 @@ def test_labelled_stretches_score_the_timeline_windows_centred_in_them(clip_fact
     assert [(c.label, c.start, c.end) for c in clips] == [("happy", 0.0, 3.5), ("sad", 4.5, 8.0)]
     with Recognizer(backend="cpu") as rec:
         windows = list(rec.timeline(talk))
-        report, kept = _measure(rec, clips, "bundled")
+        report, kept = measure(rec, clips)
     centres = [(r.window[0] + r.window[1]) / 2 for r in windows]
     want = ["happy" if c < 3.5 else "sad" for c in centres if c < 3.5 or 4.5 <= c < 8]
     assert 0 < len(want) < len(windows)                  # some windows fall between the stretches

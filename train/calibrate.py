@@ -14,33 +14,7 @@ graph keeps its slot (MerModel.class_bias), at zero.
 """
 from __future__ import annotations
 
-import numpy as np
-
 # The maths lives with the runtime (torch-free, also used by `mer-eval --calibrate`); the names are
 # kept here for training code.
 from mer.runtime.calibration import (BINS, CALM, NEUTRAL, ece, face_labels, face_scores, fit_temperature,  # noqa: F401
-                                     nll, reliability, softmax)
-
-
-def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path, title: str) -> None:
-    """One panel per condition: accuracy against confidence before and after, with bin counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4.2), squeeze=False)
-    for ax, (name, (before, after_, labels)) in zip(axes[0], curves.items()):
-        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
-        for probs, style, tag in ((before, "o-", "before"), (after_, "s-", "after")):
-            rows = [r for r in reliability(probs, labels) if r["n"] >= 5]
-            ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], style, ms=4,
-                    label=f"{tag} (ECE {ece(probs, labels):.3f})")
-        ax.set(title=name.replace("_", " "), xlabel="confidence (top probability)", xlim=(0, 1), ylim=(0, 1))
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
-    axes[0][0].set_ylabel("accuracy")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                                     nll, plot_reliability, reliability, softmax)
