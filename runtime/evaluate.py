@@ -522,7 +522,8 @@ def _table(report: dict) -> list[str]:
 def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate_to, min_clips, plot_path) -> None:
     """Measure the model on labelled clips: accuracy, UAR, calibration (ECE) and the confusion
     matrix, per condition (face and voice, voice only, face only). PATHS: folders whose
-    sub-folders are named by emotion, RAVDESS-named files, or CSVs (file,label[,group])."""
+    sub-folders are named by emotion, RAVDESS-named files, or CSVs (file,label[,group][,start,end]:
+    with start,end, the timeline windows centred in that stretch of a recording)."""
     from .cli import _finish, _route_native_stderr_away
 
     _route_native_stderr_away()
