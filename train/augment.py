@@ -78,53 +78,105 @@ def _blur_kernels(b: int, generator: torch.Generator | None, device: torch.devic
     return (k / k.sum((1, 2), keepdim=True))[:, None]
 
 
-def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """One (3, H, W) image through a JPEG encoder at `quality` and back (OpenCV, MediaPipe's)."""
-    import cv2
-    import numpy as np
+# JPEG's example quantisation tables (ITU-T T.81, Annex K), natural order, and its colour transform
+# (JFIF): compression is modelled on the whole batch where the batch is, with no trip to an encoder.
+_LUMA_Q = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+           14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+           49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+_CHROMA_Q = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+             47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
+_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 
-    rgb = (x.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    ok, data = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    back = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(back)).permute(2, 0, 1).to(x.device, torch.float32) / 255
+
+def _dct8(device: torch.device) -> torch.Tensor:
+    """The orthonormal 8-point DCT-II matrix: JPEG's 2-D transform is D @ block @ D.T."""
+    k, n = torch.meshgrid(torch.arange(8.0, device=device), torch.arange(8.0, device=device), indexing="ij")
+    d = torch.cos((2 * n + 1) * k * math.pi / 16) * math.sqrt(2 / 8)
+    d[0] /= math.sqrt(2)
+    return d
+
+
+def _tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 8, 8) luma and chroma quantisers at each image's quality (1-100), scaled as libjpeg does."""
+    q = quality.to(torch.float32).clamp(1, 100)
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)[:, None, None]
+
+    def table(base: tuple[int, ...]) -> torch.Tensor:
+        t = torch.tensor(base, dtype=torch.float32, device=quality.device).view(1, 8, 8)
+        return ((t * scale + 50) / 100).floor().clamp(1, 255)
+
+    return table(_LUMA_Q), table(_CHROMA_Q)
+
+
+def _blocks_quantised(plane: torch.Tensor, table: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """A (B, H, W) plane (0-255) through 8x8 DCT, quantisation by `table` (B, 8, 8) and back."""
+    b, h, w = plane.shape
+    ph, pw = -h % 8, -w % 8
+    x = F.pad(plane[:, None], (0, pw, 0, ph), mode="replicate")[:, 0] - 128
+    hb, wb = x.shape[1] // 8, x.shape[2] // 8
+    blocks = x.view(b, hb, 8, wb, 8).permute(0, 1, 3, 2, 4)            # (B, hb, wb, 8, 8)
+    coef = d @ blocks @ d.T
+    t = table[:, None, None]
+    back = d.T @ ((coef / t).round() * t) @ d
+    return (back.permute(0, 1, 3, 2, 4).reshape(b, hb * 8, wb * 8)[:, :h, :w] + 128).clamp(0, 255)
+
+
+def jpeg_like(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] as a baseline JPEG at `quality` (B,) would decode it: 8-bit pixels,
+    YCbCr with 4:2:0 chroma, 8x8 DCT quantised by the standard tables, and back. What an encoder
+    adds beyond that is lossless, so this loses what JPEG loses, on the batch's device."""
+    d = _dct8(x.device)
+    m = torch.tensor(_TO_YCBCR, device=x.device)
+    rgb = (x * 255).round()
+    ycc = torch.einsum("ij,bjhw->bihw", m, rgb) + torch.tensor([0.0, 128, 128], device=x.device)[:, None, None]
+    luma_t, chroma_t = _tables(quality)
+    y = _blocks_quantised(ycc[:, 0], luma_t, d)
+    chroma = F.avg_pool2d(ycc[:, 1:], 2, ceil_mode=True)               # 4:2:0, as encoders default to
+    cb, cr = (_blocks_quantised(chroma[:, i], chroma_t, d) for i in range(2))
+    chroma = F.interpolate(torch.stack([cb, cr], 1), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    ycc = torch.cat([y[:, None], chroma], 1) - torch.tensor([0.0, 128, 128], device=x.device)[:, None, None]
+    back = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), ycc)
+    return back.round().clamp(0, 255) / 255
 
 
 def degrade(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
     """What video does to a face, each with probability `p`/2 or so, on (B, 3, S, S) in [0, 1]:
-    blur or motion blur, a low-resolution source (a face 20-56 px tall, upscaled), JPEG-like
+    blur or motion blur, a low-resolution source (a face 20-56 px tall, upscaled), JPEG
     compression (quality 10-50), and an occluded mouth (a hand, a microphone: a box over the lower
-    third)."""
+    third).
+
+    Every draw for the batch is made at once and read back once: on a GPU each read is a wait for
+    the device, and drawing per face made one per face (and a round trip to the CPU's encoder for
+    JPEG). The faces an effect picks are then changed together."""
     b, _, s, _ = x.shape
     dev = x.device
-
-    def chosen(q: float) -> torch.Tensor:
-        return _rand(b, generator, dev) < q
-
-    def draw() -> float:
-        return float(_rand(1, generator, dev))
-
-    def randint(lo: int, hi: int) -> int:  # [lo, hi), drawn like torch.randint
-        return int(torch.randint(lo, hi, (1,), generator=generator, device=_where(generator, dev)))
-
+    u = _rand(9 * b, generator, dev).view(9, b)
+    picked = torch.stack([u[0] < p / 2, u[1] < p / 2, u[2] < p / 2])   # blur, low resolution, JPEG
+    side = 20 + (u[3] * 37).long()                                     # 20..56 px
+    quality = 10 + (u[4] * 41).long()                                  # 10..50
+    blur_i, low_i, jpeg_i = (torch.nonzero(row).flatten() for row in picked.cpu())  # the one read-back
+    sides = side.cpu()
     out = x.clone()
-    blur = chosen(p / 2)
-    if blur.any():
-        k = _blur_kernels(int(blur.sum()), generator, dev)
-        sel = out[blur]
-        n = sel.shape[0]
-        blurred = F.conv2d(F.pad(sel.reshape(1, n * 3, s, s), (4, 4, 4, 4), mode="replicate"),
-                           k.repeat_interleave(3, 0), groups=n * 3)
-        out[blur] = blurred.reshape(n, 3, s, s)
-    low = chosen(p / 2)
-    for i in torch.nonzero(low).flatten().tolist():
-        side = randint(20, 57)
-        small = F.interpolate(out[i:i + 1], size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-        out[i:i + 1] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
-    for i in torch.nonzero(chosen(p / 2)).flatten().tolist():
-        out[i] = _jpeg(out[i], randint(10, 51))
-    for i in torch.nonzero(chosen(p / 4)).flatten().tolist():
-        top = int(s * (0.62 + 0.1 * draw()))
-        left = int(s * 0.2 * draw())
-        width = int(s * (0.5 + 0.3 * draw()))
-        out[i, :, top:, left:left + width] = _rand(3, generator, dev)[:, None, None]
+    if len(blur_i):
+        k = _blur_kernels(len(blur_i), generator, dev)
+        n, idx = len(blur_i), blur_i.to(dev)
+        sel = out[idx].reshape(1, n * 3, s, s)
+        out[idx] = F.conv2d(F.pad(sel, (4, 4, 4, 4), mode="replicate"), k.repeat_interleave(3, 0),
+                            groups=n * 3).reshape(n, 3, s, s)
+    for side_px in sides[low_i].unique().tolist():                     # one resize per size drawn
+        idx = low_i[sides[low_i] == side_px].to(dev)
+        small = F.interpolate(out[idx], size=(side_px, side_px), mode="bilinear", align_corners=False, antialias=True)
+        out[idx] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+    if len(jpeg_i):
+        idx = jpeg_i.to(dev)
+        out[idx] = jpeg_like(out[idx], quality[idx])
+    # The mouth covered: a box of one colour from 62-72 % of the height down, 50-80 % wide.
+    rows = torch.arange(s, device=dev)[None, :, None]
+    cols = torch.arange(s, device=dev)[None, None, :]
+    top = (s * (0.62 + 0.1 * u[5])).long()[:, None, None]
+    left = (s * 0.2 * u[6]).long()[:, None, None]
+    width = (s * (0.5 + 0.3 * u[7])).long()[:, None, None]
+    box = (u[8] < p / 4)[:, None, None] & (rows >= top) & (cols >= left) & (cols < left + width)
+    colour = _rand(3 * b, generator, dev).view(b, 3, 1, 1)
+    out = torch.where(box[:, None], colour, out)
     return out.clamp(0, 1)

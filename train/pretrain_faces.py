@@ -130,7 +130,8 @@ def train(out: Path, epochs: int = 10, size: int = 112, batch: int = 96, lr: flo
             aug_gen.manual_seed(seed * 1000 + epoch)
         model.train()
         order = torch.randperm(len(images), generator=gen).numpy()
-        t0, seen, loss_sum = time.time(), 0, 0.0
+        # The loss is summed where the model is and read every 50 steps: a read is a wait for a GPU.
+        t0, seen, loss_sum = time.time(), 0, torch.zeros((), device=dev)
         for step in range(steps_per_epoch):
             if budget_s:
                 done = (time.time() - started) / budget_s
@@ -152,13 +153,13 @@ def train(out: Path, epochs: int = 10, size: int = 112, batch: int = 96, lr: flo
                 sched.step()
             if averaged is not None:
                 averaged.update_parameters(model)
-            seen += len(idx); loss_sum += loss.item() * len(idx)
+            seen += len(idx); loss_sum += loss.detach() * len(idx)
             if step % 50 == 0:
-                print(f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss_sum / seen:.4f} "
+                print(f"epoch {epoch} step {step}/{steps_per_epoch} loss {loss_sum.item() / seen:.4f} "
                       f"{seen / (time.time() - t0):.1f} img/s", flush=True)
         if seen == 0:
             break
-        row = {"epoch": epoch, "loss": loss_sum / seen, "seconds": time.time() - t0, "steps": seen // batch,
+        row = {"epoch": epoch, "loss": loss_sum.item() / seen, "seconds": time.time() - t0, "steps": seen // batch,
                **_scores(model, valid, test, tfeid_held, size)}
         candidates = [(model, row)]
         if averaged is not None:
