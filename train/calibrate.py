@@ -16,5 +16,8 @@ from __future__ import annotations
 
 # The maths lives with the runtime (torch-free, also used by `mer-eval --calibrate`); the names are
 # kept here for training code.
-from mer.runtime.calibration import (BINS, CALM, NEUTRAL, ece, face_labels, face_scores, fit_temperature,  # noqa: F401
+from mer.runtime.calibration import (BINS, CALM, NEUTRAL, ece, face_labels, face_scores, fit_temperature,
                                      nll, plot_reliability, reliability, softmax)
+
+__all__ = ["BINS", "CALM", "NEUTRAL", "ece", "face_labels", "face_scores", "fit_temperature", "nll",
+           "plot_reliability", "reliability", "softmax"]
