@@ -148,8 +148,6 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
     held-out performers (re-cropped by the runtime's face cropper), and the same performers as
     moving, H.264-compressed 15-frame clips through the cropper (agreement across frames).
     With --model: a fusion's face-alone answer on the same three sets, the clips through its whole graph."""
-    import torch
-
     from .face_clips import clip_agreement, face_alone_scores
     from .face_data import load_ferplus, load_tfeid
     from .pretrain_faces import TFEID_TEST_PERFORMERS, _to_rgb112, evaluate
@@ -201,8 +199,6 @@ def eval_camera(trunk: Path | None, model: Path | None, conditions: str, faces_s
     frame a camera would give (tilted, dim, tinted, far, blurred, noisy, compressed), found and
     cropped by the runtime's cropper; one JSON line per condition. Tilts are also cropped upright,
     as the cropper did before it levelled the eyes."""
-    import torch
-
     from mer.runtime.faces import EXPOSURE, normalise_exposure
 
     from .camera import CONDITIONS, FRAMING, TILTS, photometric
