@@ -112,12 +112,15 @@ class _Open:
 
 
 class _Faces:
-    """Per-frame face results, searched once per frame, kept while an open window needs them."""
+    """Per-frame face results, searched once per frame, kept while an open window needs them. A
+    still's one frame gives a window's worth of views of its face (FaceCropper.still)."""
 
-    def __init__(self, cropper: Callable[[], FaceCropper]):
+    def __init__(self, cropper: Callable[[], FaceCropper], still: bool = False):
         self._make = cropper
         self.cropper: FaceCropper | None = None
         self.crops: dict[int, tuple[np.ndarray | None, int, float]] = {}  # id -> crop, faces in frame, time
+        self.still = still
+        self.views: np.ndarray | None = None  # a still's views (frames, size, size, 3)
 
     def add(self, frame: Frame) -> None:
         if frame.id in self.crops:
@@ -125,7 +128,11 @@ class _Faces:
         if self.cropper is None:
             self.cropper = self._make()
             self.cropper.reset_track()
-        found = self.cropper([frame.rgb], [frame.id], keep_track=True)
+        if self.still:
+            found = self.cropper.still(frame.rgb)
+            self.views = found.faces if found.detected else None
+        else:
+            found = self.cropper([frame.rgb], [frame.id], keep_track=True)
         self.crops[frame.id] = (found.faces[0] if found.detected else None, found.max_faces, frame.time)
 
     def skip(self, frame: Frame) -> None:
@@ -147,7 +154,7 @@ def window_inputs(events: Iterable[Frame | Audio | End], info: MediaInfo, window
     `voice_gate`: a window with a face whose audio holds no voice gets the face alone (voice.py).
     """
     finite = isinstance(windows, (list, tuple))
-    faces = _Faces(cropper)
+    faces = _Faces(cropper, still=info.still)
     audio = AudioBuffer()
     # The detector runs at 16 kHz only; a model with another rate reads its audio ungated.
     gated = voice_gate and info.has_audio and spec.sample_rate == VOICE_RATE
@@ -260,7 +267,9 @@ def _build(entry: _Open, faces: _Faces, audio: AudioBuffer, voice: VoiceTrack | 
         max_faces = max(n for _, n, _ in own)
         found = [i for i, (crop, _, _) in enumerate(own) if crop is not None]
         detected = len(found)
-        if found:
+        if found and faces.views is not None and len(faces.views) == len(own):
+            face_crops = faces.views.copy()  # a still: views of its face, not one crop repeated
+        elif found:
             face_crops = np.empty((len(own), spec.image_size, spec.image_size, 3), np.uint8)
             for i in range(len(own)):
                 face_crops[i] = own[min(found, key=lambda j: (abs(j - i), j))][0]

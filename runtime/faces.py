@@ -41,6 +41,14 @@ TRACK_IOU = 0.3  # a box overlapping the previous frame's face this much is the 
 LEVEL_MIN_DEG = 3.0
 # Eyes closer than this share of the box's width (a face in profile) give no usable angle.
 LEVEL_MIN_EYES = 0.15
+# A still (a photo) is shown to the model as views of its face, not as copies of one crop: the fusion
+# learnt a still face as a clip of slightly moving views (train/face_features.py draws them: shift
+# up to 5 % of the half-side, scale 0.9-1.1, turn up to 8 degrees), never as one crop repeated. The
+# views are fixed draws, so a photo gets the same answer every time; view 0 is the plain crop.
+STILL_VIEW_SHIFT = 0.025  # of the crop's side (5 % of the half-side, as augment's normalised shift)
+STILL_VIEW_SCALE = (0.9, 1.1)
+STILL_VIEW_ROLL = 8.0
+STILL_VIEW_SEED = 0
 # A crop whose centre's mean luma (0-255) is outside this range is scaled into it. The trunk's
 # training faces mostly sit inside (FER+ train: median 142, a quarter below ~118, a quarter above
 # ~164; TFEID ~155); a dim webcam's faces fall below, a face in sunlight above. Both ends chosen
@@ -124,6 +132,16 @@ def _iou(a: Box, b: Box) -> float:
     inter = max(0.0, iw) * max(0.0, ih)
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
+
+
+def still_views(n: int, seed: int = STILL_VIEW_SEED) -> np.ndarray:
+    """(n, 4) moves of a still's face box, (dx, dy) as shares of the crop's side, scale, turn in
+    degrees; row 0 leaves it as it is."""
+    rng = np.random.default_rng(seed)
+    moves = np.column_stack([rng.uniform(-STILL_VIEW_SHIFT, STILL_VIEW_SHIFT, (n, 2)),
+                             rng.uniform(*STILL_VIEW_SCALE, n), rng.uniform(-STILL_VIEW_ROLL, STILL_VIEW_ROLL, n)])
+    moves[0] = (0.0, 0.0, 1.0, 0.0)
+    return moves
 
 
 def pick_face(boxes: list[Box], previous: Box | None = None) -> Box | None:
@@ -274,6 +292,23 @@ class FaceCropper:
             canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
         interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
         return cv2.resize(canvas, (size, size), interpolation=interp)
+
+    def still(self, rgb: np.ndarray) -> FaceCrops:
+        """A still's crops for a whole window: its (largest) face as the spec's number of views
+        (still_views), each a crop of the box moved, scaled and turned; zeros without a face."""
+        n, size = self.spec.frames, self.spec.image_size
+        boxes = self.detect(rgb)
+        if not boxes:
+            return FaceCrops(np.zeros((n, size, size, 3), np.uint8), 0, 0)
+        box = pick_face(boxes)
+        side = max(box.w, box.h) * (1 + self.margin)
+        cx, cy = box.x + box.w / 2, box.y + box.h / 2
+        crops = []
+        for dx, dy, scale, turn in still_views(n):
+            w, h = box.w * scale, box.h * scale
+            moved = box._replace(x=cx + dx * side - w / 2, y=cy + dy * side - h / 2, w=w, h=h, roll=box.roll + turn)
+            crops.append(self.crop(rgb, moved))
+        return FaceCrops(np.stack(crops), n, len(boxes))
 
     def __call__(self, frames: list[np.ndarray], frame_ids: list[int] | None = None, *,
                  keep_track: bool = False) -> FaceCrops:

@@ -58,7 +58,7 @@ def test_predict_reuses_one_session_and_detector(recognizer, clip_factory):
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_a_still_photo_is_the_face_alone_for_the_whole_window(recognizer, face, tmp_path, suffix):
     """A photo (a face set's picture) is read as a one-frame video held for the window: the face
-    alone, as 15 copies of its crop would give it, with one warning that says so."""
+    alone, as the cropper's views of the still give it, with one warning that says so."""
     import cv2
 
     from mer.runtime.faces import FaceCropper
@@ -68,9 +68,9 @@ def test_a_still_photo_is_the_face_alone_for_the_whole_window(recognizer, face, 
     cv2.imwrite(str(photo), np.ascontiguousarray(face[:, :, ::-1]))
     result = recognizer.predict(photo)
     assert result.faces_detected == 15 and not result.audio and result.warnings == [STILL_WARNING]
-    if suffix == ".png":  # lossless: the decoded frame is the photo, so the answer is the crop's
+    if suffix == ".png":  # lossless: the decoded frame is the photo, so the answer is its views'
         cropper = FaceCropper(recognizer.spec)
-        crops = cropper([face] * recognizer.spec.frames).faces
+        crops = cropper.still(face).faces
         cropper.close()
         assert result.probabilities == pytest.approx(recognizer.predict_arrays(faces=crops).probabilities, abs=1e-5)
 

@@ -134,3 +134,34 @@ def test_a_face_under_or_over_exposed_is_brought_into_the_trunks_range(cropper, 
         assert abs(centre_luma(cropper.crop(dim_frame, dim_box)) - low) < 2
     finally:
         plain.close()
+
+
+def test_a_still_is_shown_as_views_of_its_face_not_copies(face):
+    """A photo reaches the model as a clip of slightly moved, scaled and turned crops of its face
+    (the fusion learnt stills that way), the first one the plain crop, the same ones every time."""
+    from mer.runtime.faces import STILL_VIEW_ROLL, STILL_VIEW_SCALE, STILL_VIEW_SHIFT, still_views
+
+    moves = still_views(15)
+    assert tuple(moves[0]) == (0.0, 0.0, 1.0, 0.0) and np.array_equal(moves, still_views(15))
+    assert np.abs(moves[:, :2]).max() <= STILL_VIEW_SHIFT and np.abs(moves[:, 3]).max() <= STILL_VIEW_ROLL
+    assert STILL_VIEW_SCALE[0] <= moves[:, 2].min() and moves[:, 2].max() <= STILL_VIEW_SCALE[1]
+    frame = np.ascontiguousarray(np.pad(face, ((128, 128), (128, 128), (0, 0)), mode="edge"))
+    cropper = FaceCropper(DEFAULT_SPEC)
+    try:
+        views = cropper.still(frame)
+        again = cropper.still(frame)
+        (box,) = cropper.detect(frame)
+        plain = cropper.crop(frame, box)
+    finally:
+        cropper.close()
+    assert views.detected == 15 and views.faces.shape == (15, 224, 224, 3)
+    assert np.array_equal(views.faces, again.faces) and np.array_equal(views.faces[0], plain)
+    diffs = [np.abs(v.astype(int) - plain).mean() for v in views.faces[1:]]
+    assert min(diffs) > 1.0                               # each view moves the face
+    assert max(diffs) < 60                                # and it is still the face (not another crop)
+    empty = FaceCropper(DEFAULT_SPEC)
+    try:
+        nothing = empty.still(np.full((200, 300, 3), 90, np.uint8))
+    finally:
+        empty.close()
+    assert nothing.detected == 0 and not nothing.faces.any()
