@@ -39,6 +39,7 @@ from . import options
 from .calibration import ece, face_labels, face_scores, fit_temperature, softmax
 from .contract import CONDITIONS, Meta, set_metadata
 from .errors import InputError, MerError, ModelError, printable
+from .metrics import confusion, summarise
 from .spec import LABELS
 
 # Names a label is given in the field's corpora and tools -> ours (lower-cased before lookup).
@@ -181,19 +182,10 @@ def summary(probs: np.ndarray, truth: np.ndarray) -> dict:
     if not len(truth):
         return {"clips": 0}
     pred = probs.argmax(1)
-    calm, neutral = LABELS.index("calm"), LABELS.index("neutral")
-    merge = lambda a: np.where(a == calm, neutral, a)  # noqa: E731
-    recalls = [float((pred[truth == k] == k).mean()) for k in np.unique(truth)]
-    return {"clips": int(len(truth)), "accuracy": float((pred == truth).mean()), "uar": float(np.mean(recalls)),
+    scores = summarise(truth, pred, len(LABELS))
+    return {"clips": int(len(truth)), "accuracy": scores["accuracy"], "uar": scores["uar"],
             "ece": ece(probs, truth), "confidence": float(probs.max(1).mean()),
-            "accuracy_calm_as_neutral": float((merge(pred) == merge(truth)).mean())}
-
-
-def confusion(truth: np.ndarray, pred: np.ndarray) -> list[list[int]]:
-    """(labels x labels) counts, rows the truth, columns the answer."""
-    m = np.zeros((len(LABELS), len(LABELS)), dtype=int)
-    np.add.at(m, (truth, pred), 1)
-    return m.tolist()
+            "accuracy_calm_as_neutral": float((face_labels(pred) == face_labels(truth)).mean())}
 
 
 def folds_of(groups: list[str | None], k: int = FOLDS) -> np.ndarray | None:
@@ -386,7 +378,7 @@ def measure(rec, clips: list[Labelled], model_name: str = "", hop: float | None 
               "seconds": round(time.perf_counter() - t0, 1),
               "conditions": {"all": summary(p, y)} | {name: summary(p[c == i], y[c == i])
                                                       for i, name in enumerate(CONDITIONS)},
-              "confusion": confusion(y, p.argmax(1))}
+              "confusion": confusion(y, p.argmax(1), len(LABELS)).tolist()}
     return report, kept
 
 
@@ -403,9 +395,9 @@ def _model_calibration(metadata: dict) -> tuple[np.ndarray, np.ndarray]:
             np.array([[float(biases.get(c, {}).get(k, 0.0)) for k in LABELS] for c in CONDITIONS]))
 
 
-def _calibrate(rec, model: Path, out: Path, kept, report: dict, min_clips: int, sources: list[str]) -> None:
-    """Fit; write `out`; check it (_check). A model with a class bias is refused: the fit is of
-    temperatures alone (the bundled models' biases are 0)."""
+def _calibrate(rec, model: Path, kept, report: dict, min_clips: int) -> dict[str, dict]:
+    """Fit each condition's temperature (fit_conditions) and add its row to `report`. A model with a
+    class bias is refused: the fit is of temperatures alone (the bundled models' biases are 0)."""
     p, y, c = _arrays(kept)
     temperature, bias = _model_calibration(rec.info.metadata)
     if np.any(bias != 0):
@@ -415,15 +407,18 @@ def _calibrate(rec, model: Path, out: Path, kept, report: dict, min_clips: int, 
     report["calibration"] = {name: {**{k: v for k, v in row.items() if k != "cross_fitted_probs"},
                                     "temperature_before": float(temperature[CONDITIONS.index(name)])}
                              for name, row in fitted.items()}
-    report["_cross_fitted"] = {name: row["cross_fitted_probs"] for name, row in fitted.items()}
-    if not fitted:
-        return
+    return fitted
+
+
+def _write_checked(rec, model: Path, out: Path, kept, fitted: dict[str, dict], report: dict, sources: list[str]) -> None:
+    """Write `out` with the fitted temperatures, then check it (_check); a file that fails its
+    check, or could not be checked, is not left behind."""
     note = {"clips": {n: r["clips"] for n, r in fitted.items()}, "sources": sources, "from_model": model.name,
             "date": time.strftime("%Y-%m-%d")}
     recalibrate(model, out, {n: r["temperature"] for n, r in fitted.items()}, note)
     try:
         report["checked"] = _check(rec, model, out, kept, {CONDITIONS.index(n) for n in fitted})
-    except BaseException:  # a check that failed or could not run: the file is not left behind
+    except BaseException:
         out.unlink(missing_ok=True)
         raise
     report["written"] = str(out)
@@ -434,6 +429,7 @@ def _check(rec, model: Path, out: Path, kept, conditions: set[int]) -> dict:
     faces and MFCC, the other modality zeroed as the runtime zeroes it): the new logits must be the
     old ones with the new temperature in place of the old."""
     from .backends import load_model
+    from .recognizer import run_batched
 
     faces = mfcc = None
     for path in list(dict.fromkeys(k[0].path for k in kept))[:20]:  # real inputs of each modality
@@ -445,7 +441,6 @@ def _check(rec, model: Path, out: Path, kept, conditions: set[int]) -> dict:
     old, new = load_model(model, "cpu"), load_model(out, "cpu")
     t_old, bias = _model_calibration(old.info.metadata)
     t_new, _ = _model_calibration(new.info.metadata)
-    b = max(1, old.info.batch)  # a model exported for a fixed batch: the same input b times
     worst, checked = 0.0, []
     for i in sorted(conditions):
         need_face, need_voice = CONDITIONS[i] != "audio_only", CONDITIONS[i] != "video_only"
@@ -453,8 +448,7 @@ def _check(rec, model: Path, out: Path, kept, conditions: set[int]) -> dict:
             continue  # none of the first clips has that modality: nothing real to check it on
         f = faces if need_face else np.zeros(rec.spec.faces_shape, np.uint8)
         m = mfcc if need_voice else np.zeros(rec.spec.mfcc_shape, np.float32)
-        f, m = np.repeat(f[None], b, 0), np.repeat(m[None], b, 0)
-        before, after = old.run(f, m)[0].astype(np.float64), new.run(f, m)[0].astype(np.float64)
+        before, after = run_batched(old, f[None], m[None])[0], run_batched(new, f[None], m[None])[0]
         want = (before - bias[i]) * t_old[i] / t_new[i] + bias[i]
         worst = max(worst, float(np.abs(after - want).max() / max(1.0, np.abs(want).max())))
         checked.append(CONDITIONS[i])
@@ -549,6 +543,7 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
     except MerError as exc:
         _say("error", str(exc))
         _finish(2)
+    crossed: dict[str, np.ndarray | None] = {}  # after --calibrate: the plot's second curve
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # finish the clip in hand, report, fit nothing
     with rec:
@@ -562,7 +557,10 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
             _say("note", f"interrupted: {out} not written (a calibration needs every clip)")
         elif out is not None:
             try:
-                _calibrate(rec, model, out, kept, report, min_clips, list(paths))
+                fitted = _calibrate(rec, model, kept, report, min_clips)
+                crossed = {name: row["cross_fitted_probs"] for name, row in fitted.items()}
+                if fitted:
+                    _write_checked(rec, model, out, kept, fitted, report, list(paths))
             except (MerError, OSError) as exc:
                 _say("error", f"not written: {exc}")
                 code = 2
@@ -572,7 +570,6 @@ def main(paths, model_path, fusion, backend, voice_gate, hop, as_json, calibrate
                 code = 130
             elif "written" not in report and code == 0:  # no condition had enough clips
                 code = 2
-    crossed = report.pop("_cross_fitted", {})
     if plot_path:
         try:
             _plot(kept, crossed, Path(plot_path), f"mer-eval {model.name}: {', '.join(paths)}"[:90])

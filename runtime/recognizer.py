@@ -75,6 +75,20 @@ class Result:
         return record
 
 
+def run_batched(model, faces: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Logits (n, labels) of a loaded model (backends.load_model) for n windows, run in the model's
+    own batch size (padded)."""
+    b = max(1, model.info.batch)
+    rows = []
+    for i in range(0, len(faces), b):
+        f, m = faces[i:i + b], feats[i:i + b]
+        if len(f) < b:  # a model exported for a fixed larger batch: pad, keep the real rows
+            f = np.concatenate([f, np.repeat(f[-1:], b - len(f), 0)])
+            m = np.concatenate([m, np.repeat(m[-1:], b - len(m), 0)])
+        rows.append(model.run(f, m)[: min(b, len(faces) - i)])
+    return np.concatenate(rows).astype(np.float64)
+
+
 class Recognizer:
     """`Recognizer(model=None, backend="auto")`: `model` is an ONNX file or a TensorRT `.engine`
     (with its `.json` sidecar), or None for the bundled default. `.predict(path)` reads a clip or an audio file; `.predict_arrays(faces,
@@ -228,16 +242,7 @@ class Recognizer:
         return out
 
     def _logits(self, faces: np.ndarray, feats: np.ndarray) -> np.ndarray:
-        """Logits (n, labels) for n windows, run in the model's own batch size (padded)."""
-        b = max(1, self.info.batch)
-        rows = []
-        for i in range(0, len(faces), b):
-            f, m = faces[i:i + b], feats[i:i + b]
-            if len(f) < b:  # a model exported for a fixed larger batch: pad, keep the real rows
-                f = np.concatenate([f, np.repeat(f[-1:], b - len(f), 0)])
-                m = np.concatenate([m, np.repeat(m[-1:], b - len(m), 0)])
-            rows.append(self._model.run(f, m)[: min(b, len(faces) - i)])
-        return np.concatenate(rows).astype(np.float64)
+        return run_batched(self._model, faces, feats)
 
     def predict_arrays(self, faces: np.ndarray | None = None, audio: np.ndarray | None = None) -> Result:
         """Face crops uint8 (15, 224, 224, 3) RGB and/or mono audio at the spec's rate (float in

@@ -63,6 +63,11 @@ def _encoded(lin: np.ndarray) -> np.ndarray:
     return (np.clip(lin, 0, 1) ** (1 / 2.2) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _rng(seed: int, condition: str) -> np.random.Generator:
+    """Noise drawn from the photo's seed and the condition's name: the same frames on every run."""
+    return np.random.default_rng([seed, zlib.crc32(condition.encode())])
+
+
 def _noisy(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     return np.clip(rgb.astype(np.float32) + rng.normal(0, sigma, rgb.shape), 0, 255).astype(np.uint8)
 
@@ -106,7 +111,7 @@ def _lit(frame: np.ndarray, photo_hw: tuple[int, int], condition: str, seed: int
         gain[h // 2:h // 2 + h, w // 2:w // 2 + w] = 2.0 ** -1.5
         lin *= gain[..., None]
         sigma = 4.0
-    rng = np.random.default_rng([seed, zlib.crc32(condition.encode())])
+    rng = _rng(seed, condition)
     return _noisy(_encoded(lin), sigma, rng)
 
 
@@ -117,7 +122,7 @@ def photometric(rgb: np.ndarray, condition: str, seed: int = 0) -> np.ndarray:
 
     if condition in FRAMING or condition not in CONDITIONS:
         raise ValueError(f"{condition!r}: not a condition of the pixels alone")
-    rng = np.random.default_rng([seed, zlib.crc32(condition.encode())])
+    rng = _rng(seed, condition)
     if condition in ("dim", "dark"):
         stops, sigma = (1.5, 3.0) if condition == "dim" else (3.0, 6.0)
         return _noisy(_encoded(_linear(rgb) * 2.0 ** -stops), sigma, rng)
