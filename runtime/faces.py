@@ -300,15 +300,25 @@ class FaceCropper:
         boxes = self.detect(rgb)
         if not boxes:
             return FaceCrops(np.zeros((n, size, size, 3), np.uint8), 0, 0)
-        box = pick_face(boxes)
+        return FaceCrops(self.views(rgb, pick_face(boxes)), n, len(boxes))
+
+    def views(self, rgb: np.ndarray, box: Box) -> np.ndarray:
+        """(frames, size, size, 3) crops of `box` moved, scaled and turned by `still_views`: how a
+        still face is shown for a whole window (training scores its photos the same way)."""
         side = max(box.w, box.h) * (1 + self.margin)
         cx, cy = box.x + box.w / 2, box.y + box.h / 2
         crops = []
-        for dx, dy, scale, turn in still_views(n):
+        for dx, dy, scale, turn in still_views(self.spec.frames):
             w, h = box.w * scale, box.h * scale
             moved = box._replace(x=cx + dx * side - w / 2, y=cy + dy * side - h / 2, w=w, h=h, roll=box.roll + turn)
             crops.append(self.crop(rgb, moved))
-        return FaceCrops(np.stack(crops), n, len(boxes))
+        return np.stack(crops)
+
+    def framing(self, side: float) -> Box:
+        """The box this cropper would have found for a face photo `side` pixels square that is
+        already cropped as it crops (its crop is the whole photo): for photos that come cropped."""
+        inner = side / (1 + self.margin)
+        return Box((side - inner) / 2, (side - inner) / 2, inner, inner, 1.0)
 
     def __call__(self, frames: list[np.ndarray], frame_ids: list[int] | None = None, *,
                  keep_track: bool = False) -> FaceCrops:

@@ -527,6 +527,24 @@ def test_a_face_pack_carries_the_faces_and_trains_on_the_clock_without_shared(tm
         cm = np.array(scores[name]["confusion"])
         assert cm.shape == (8, 8) and cm.sum() == scores[name]["n"] == n
         assert scores[name]["accuracy"] == np.trace(cm) / n and 0 <= scores[name]["uar"] <= 1
+    # A photo is read as the runtime shows one (views, by default), or as one crop (--still copies);
+    # TFEID's views are cut from the whole photo, the first of them the plain crop.
+    assert scores["still"] == "views"
+    result = CliRunner(env={"MER_SHARED": str(shared)}).invoke(
+        cli.main, ["eval-faces", "--trunk", str(out / "best_trunk.pt"), "--still", "copies"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert json.loads(result.output.strip().splitlines()[-1])["still"] == "copies"
+    held = load_tfeid(tfeid, performers=("24",))
+    views = load_tfeid(tfeid, performers=("24",), views=True)
+    assert views.images.shape == (1, 15, 112, 112, 3) and np.array_equal(views.images[0, 0], held.images[0])
+    assert np.abs(np.diff(views.images[0].astype(int), axis=0)).max() > 0 and list(views.labels) == list(held.labels)
+    from mer.train.face_clips import views_evaluate
+    from mer.train.pretrain_faces import face_logits
+
+    classifier = cli._trunk_classifier(out / "best_trunk.pt")[0].eval()
+    with torch.no_grad():
+        mean = face_logits(classifier, torch.from_numpy(views.images[0]).permute(0, 3, 1, 2).float() / 255).mean(0)
+    assert views_evaluate(classifier, views.images, views.labels, 112)["confusion"][int(held.labels[0])][int(mean.argmax())] == 1
     # Camera conditions: the held-out photo made into a camera's frame, found and cropped by the
     # runtime's cropper; a tilt is also cropped upright. A line per condition.
     runner = CliRunner(env={"MER_SHARED": str(shared)})
@@ -727,30 +745,47 @@ def test_speech_report_scores_an_ensemble_of_loco_runs_against_an_ensemble_of_ba
     assert result.exit_code == 1 and "no checkpoint to score the ensemble from" in result.output
 
 
-def test_face_alone_scores_a_still_as_fifteen_copies_and_a_clip_through_the_whole_graph():
-    """eval-faces --model: the still shortcut (trunk once, features shown 15 times) gives what the
-    graph gives 15 copies, calibrated or raw; a photo as a moving H.264 clip is found in every frame
-    by the runtime's cropper; calm counts as neutral (a face alone cannot tell them apart)."""
+def test_face_alone_scores_a_still_as_the_runtime_shows_it_and_a_clip_through_the_whole_graph():
+    """eval-faces --model and calibrate: a still is read as the runtime shows a photo (15 views of
+    its face through the graph), calibrated or raw; the old shortcut (trunk once, features shown 15
+    times) gives what the graph gives 15 copies; a photo as a moving H.264 clip is found in every
+    frame by the runtime's cropper; calm counts as neutral (a face alone cannot tell them apart)."""
     import cv2
     import torch
 
+    from mer.runtime.faces import FaceCropper
     from mer.train.calibrate import face_scores, softmax
     from mer.train.checkpoint import untrained
-    from mer.train.face_clips import face_alone_logits, face_alone_scores
+    from mer.train.face_clips import face_alone_logits, face_alone_scores, photo_views
 
     model, spec, _ = untrained("ia", seed=3)
     model.temperature[2] = 0.5   # the face-alone condition's calibration is applied, the others' are not
     model.temperature[0] = 3.0
     face = read_face()
     images = np.stack([face, np.ascontiguousarray(face[:, ::-1])])
+    cropper = FaceCropper(spec)
+    try:
+        stacks = photo_views(images, cropper=cropper)
+        runtime = np.stack([cropper.views(im, cropper.framing(im.shape[0])) for im in images])
+    finally:
+        cropper.close()
+    np.testing.assert_array_equal(stacks, runtime)  # the runtime's own views of the photo
+    assert stacks.shape == (2, spec.frames, 224, 224, 3) and np.abs(np.diff(stacks[0].astype(int), axis=0)).max() > 0
     logits, _ = face_alone_logits(model, images, as_clips=False)
     raw, _ = face_alone_logits(model, images, as_clips=False, calibrated=False)
+    with torch.no_grad():
+        graph = model.eval()(torch.from_numpy(stacks), torch.zeros(2, *spec.mfcc_shape)).numpy()
+    np.testing.assert_allclose(logits, graph, atol=1e-4)
+    np.testing.assert_allclose(raw, graph * 0.5, atol=1e-4)
+    np.testing.assert_allclose(face_alone_logits(model, stacks, as_clips=False)[0], graph, atol=1e-4)  # stacks given
+    copied, _ = face_alone_logits(model, images, as_clips=False, still="copies")
     copies = np.repeat(np.stack([cv2.resize(im, (224, 224), interpolation=cv2.INTER_LINEAR) for im in images])[:, None],
                        spec.frames, 1)
     with torch.no_grad():
-        graph = model.eval()(torch.from_numpy(copies), torch.zeros(2, *spec.mfcc_shape)).numpy()
-    np.testing.assert_allclose(logits, graph, atol=1e-4)
-    np.testing.assert_allclose(raw, graph * 0.5, atol=1e-4)
+        np.testing.assert_allclose(copied, model(torch.from_numpy(copies), torch.zeros(2, *spec.mfcc_shape)).numpy(),
+                                   atol=1e-4)
+    with pytest.raises(ValueError, match="still must be one of"):
+        face_alone_logits(model, images, as_clips=False, still="copy")
     clip_logits, found = face_alone_logits(model, images[:1], as_clips=True)
     assert found == spec.frames and clip_logits.shape == (1, 8)
     assert face_scores(np.array([[0.2, 0.3, 0.25, 0, 0, 0, 0, 0.25]])).argmax(1).tolist() == [0]  # calm + neutral
@@ -795,7 +830,8 @@ def test_a_mirrored_model_reads_every_other_frame_as_its_mirror_image():
         still = np.stack([read_face()])
         copies = np.repeat(cv2.resize(still[0], (224, 224), interpolation=cv2.INTER_LINEAR)[None, None], spec.frames, 1)
         graph = mirrored.raw_logits(torch.from_numpy(copies), torch.zeros(1, *spec.mfcc_shape)).numpy()
-    np.testing.assert_allclose(face_alone_logits(mirrored, still, as_clips=False, calibrated=False)[0], graph, atol=1e-4)
+    np.testing.assert_allclose(face_alone_logits(mirrored, still, as_clips=False, calibrated=False, still="copies")[0],
+                               graph, atol=1e-4)
 
 
 def test_a_face_classifier_answers_the_face_alone_and_leaves_speech_as_it_was():
@@ -839,7 +875,8 @@ def test_a_face_classifier_answers_the_face_alone_and_leaves_speech_as_it_was():
         still = np.stack([read_face()])
         copies = np.repeat(cv2.resize(still[0], (224, 224), interpolation=cv2.INTER_LINEAR)[None, None], spec.frames, 1)
         graph = model.raw_logits(torch.from_numpy(copies), torch.zeros(1, *spec.mfcc_shape)).numpy()
-    np.testing.assert_allclose(face_alone_logits(model, still, as_clips=False, calibrated=False)[0], graph, atol=1e-4)
+    np.testing.assert_allclose(face_alone_logits(model, still, as_clips=False, calibrated=False, still="copies")[0],
+                               graph, atol=1e-4)
 
 
 def test_the_face_classifier_learns_from_the_trunks_training_faces_only():

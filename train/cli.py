@@ -28,6 +28,7 @@ from mer.runtime.contract import DEFAULT_FUSION, FUSIONS
 
 from .audio_cnn import INPUT_NORMS
 from .camera import CONDITIONS as CAMERA_CONDITIONS
+from .face_clips import STILLS
 from .paths import data_dir
 
 RUNS = Path("runs")
@@ -143,12 +144,18 @@ def faces(**options) -> None:
 @click.option("--mirror", is_flag=True,
               help="Trunk only: each face's logits averaged with its mirror image's (the trunk-level "
               "counterpart of a fusion with mirror_faces).")
-def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
+@click.option("--still", type=click.Choice(STILLS), default="views", show_default=True,
+              help="How a photo is read: as the runtime shows one, 15 views of its face (moved, scaled, turned), "
+                   "or as one crop (the trunk) / 15 copies of it (a fusion), as before round 19.")
+def eval_faces(trunk: Path, model: Path | None, mirror: bool, still: str) -> None:
     """Face-trunk accuracy: FER+ test split (7 emotions, majority labels, contempt dropped), TFEID
-    held-out performers (re-cropped by the runtime's face cropper), and the same performers as
-    moving, H.264-compressed 15-frame clips through the cropper (agreement across frames).
-    With --model: a fusion's face-alone answer on the same three sets, the clips through its whole graph."""
-    from .face_clips import clip_agreement, face_alone_scores
+    held-out performers (found and cropped by the runtime's face cropper), each photo read as the
+    runtime reads a still (--still), and the same performers as moving, H.264-compressed 15-frame
+    clips through the cropper (agreement across frames).
+    With --model: a fusion's face-alone answer on the same three sets, through its whole graph."""
+    from mer.runtime.spec import DEFAULT_SPEC
+
+    from .face_clips import clip_agreement, face_alone_scores, views_evaluate
     from .face_data import load_ferplus, load_tfeid
     from .pretrain_faces import TFEID_TEST_PERFORMERS, _to_rgb112, evaluate
 
@@ -158,26 +165,34 @@ def eval_faces(trunk: Path, model: Path | None, mirror: bool) -> None:
         classifier, size, epoch = _trunk_classifier(trunk)
     fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
     test = fer.subset(fer.groups == "test")
-    tfeid = load_tfeid(data_dir() / "faces" / "tfeid")
-    held = tfeid.subset(np.isin(tfeid.groups, TFEID_TEST_PERFORMERS))
+    root, held_name = data_dir() / "faces" / "tfeid", f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}"
+    held = load_tfeid(root, performers=TFEID_TEST_PERFORMERS)
+    if still == "views":  # the runtime's views, cut from the whole photo (not from the crop above)
+        held_stills = load_tfeid(root, DEFAULT_SPEC.image_size if model is not None else size,
+                                 performers=TFEID_TEST_PERFORMERS, views=True).images
+    else:
+        held_stills = held.images
     if model is not None:
         from .checkpoint import load_checkpoint
 
         fusion, _, trained_on = load_checkpoint(model)
         click.echo(json.dumps({
-            "ferplus_test": face_alone_scores(fusion, test.images, test.labels, as_clips=False),
-            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": face_alone_scores(fusion, held.images, held.labels,
-                                                                                      as_clips=False),
+            "ferplus_test": face_alone_scores(fusion, test.images, test.labels, as_clips=False, still=still),
+            held_name: face_alone_scores(fusion, held_stills, held.labels, as_clips=False, still=still),
             "tfeid_held_out_as_video_clips": face_alone_scores(fusion, held.images, held.labels, as_clips=True),
-            "model": str(model), "mirror_faces": fusion.mirror_faces, "trained_on": trained_on}))
+            "model": str(model), "mirror_faces": fusion.mirror_faces, "trained_on": trained_on, "still": still}))
         return
-    test = dataclasses.replace(test, images=_to_rgb112(test.images))
-    rows = {"ferplus_test": evaluate(classifier, test, size, mirror=mirror, detail=True),
-            f"tfeid_performers_{'-'.join(TFEID_TEST_PERFORMERS)}": evaluate(classifier, held, size, mirror=mirror,
-                                                                              detail=True),
+    if still == "views":
+        stills = {"ferplus_test": views_evaluate(classifier, test.images, test.labels, size, mirror=mirror),
+                  held_name: views_evaluate(classifier, held_stills, held.labels, size, mirror=mirror)}
+    else:
+        stills = {"ferplus_test": evaluate(classifier, dataclasses.replace(test, images=_to_rgb112(test.images)), size,
+                                           mirror=mirror, detail=True),
+                  held_name: evaluate(classifier, held, size, mirror=mirror, detail=True)}
+    rows = {**stills,
             "tfeid_held_out_as_video_clips": clip_agreement(classifier, held.images, held.labels, size,
                                                             mirror=mirror),
-            "trunk": str(trunk), "epoch": epoch, "mirror": mirror}
+            "trunk": str(trunk), "epoch": epoch, "mirror": mirror, "still": still}
     click.echo(json.dumps(rows))
 
 
@@ -226,7 +241,10 @@ def eval_camera(trunk: Path | None, model: Path | None, conditions: str, faces_s
             raise click.ClickException(f"{model}: no such checkpoint")
 
         fusion = load_checkpoint(model)[0]
-        score = lambda faces: face_alone_scores(fusion, faces.images, faces.labels, as_clips=False)  # noqa: E731
+        # A camera frame stands for a frame of video, whose crops differ on their own: one crop per
+        # frame here (copies), as the trunk is scored above, and as the card's camera table was measured.
+        score = lambda faces: face_alone_scores(fusion, faces.images, faces.labels, as_clips=False,  # noqa: E731
+                                                still="copies")
     if faces_set == "ferplus-valid":
         fer = load_ferplus(data_dir() / "faces" / "ferplus.npz")
         valid = fer.subset(fer.groups == "valid")
@@ -925,8 +943,9 @@ def _fold_logits(runs: tuple[Path, ...], fusion: str) -> list[dict[str, np.ndarr
 
 def _face_alone_temperature(model, fer_path: Path) -> tuple[float, dict]:
     """The face-alone temperature, fitted on FER+ *valid* stills (the fusion's validation faces, in
-    their natural mix; calm counted as neutral: calibrate.py says why), and its row: ECE and
-    accuracy before and after on FER+ valid and on FER+ test (never fitted on)."""
+    their natural mix; calm counted as neutral: calibrate.py says why), each shown as the runtime
+    shows a photo (15 views of the face: a still's confidence is what the runtime serves), and its
+    row: ECE and accuracy before and after on FER+ valid and on FER+ test (never fitted on)."""
     from .calibrate import ece, face_scores, fit_temperature, softmax
     from .face_clips import face_alone_logits
     from .face_data import load_ferplus
@@ -937,8 +956,8 @@ def _face_alone_temperature(model, fer_path: Path) -> tuple[float, dict]:
     sets = {g: fer.subset(fer.groups == g) for g in ("valid", "test")}
     logits = {g: face_alone_logits(model, f.images, as_clips=False, calibrated=False)[0] for g, f in sets.items()}
     t = fit_temperature(logits["valid"], sets["valid"].labels, calm_as_neutral=True)
-    row: dict = {"temperature": round(t, 4), "fitted_on": f"FER+ valid stills (n {len(sets['valid'].labels)}), "
-                                                        "calm counted as neutral"}
+    row: dict = {"temperature": round(t, 4), "fitted_on": f"FER+ valid stills (n {len(sets['valid'].labels)}) as "
+                                                        "15 views each, calm counted as neutral"}
     for g, f in sets.items():
         before, after = face_scores(softmax(logits[g])), face_scores(softmax(logits[g] / t))
         row[f"ferplus_{g}"] = {"ece_before": ece(before, f.labels), "ece_after": ece(after, f.labels),

@@ -90,15 +90,65 @@ def clip_agreement(model: torch.nn.Module, images: np.ndarray, labels: np.ndarra
             "faces_found": f"{found}/{len(labels) * DEFAULT_SPEC.frames}"}
 
 
+def photo_views(images: np.ndarray, side: int = DEFAULT_SPEC.image_size,
+                cropper: FaceCropper | None = None) -> np.ndarray:
+    """uint8 (N, frames, side, side, 3): each photo, a face already cropped as the runtime crops
+    (FER+, or a TFEID crop), shown for a whole window as the runtime shows a still
+    (`FaceCropper.views`: moved, scaled and turned; its exposure normalised). Grey photos become RGB."""
+    own = cropper is None
+    cropper = cropper or FaceCropper(DEFAULT_SPEC)
+    try:
+        out = np.empty((len(images), cropper.spec.frames, side, side, 3), np.uint8)
+        for i, image in enumerate(images):
+            rgb = np.ascontiguousarray(np.repeat(image[:, :, None], 3, 2) if image.ndim == 2 else image)
+            views = cropper.views(rgb, cropper.framing(rgb.shape[0]))
+            out[i] = views if views.shape[1] == side else [cv2.resize(v, (side, side), interpolation=cv2.INTER_AREA)
+                                                          for v in views]
+        return out
+    finally:
+        if own:
+            cropper.close()
+
+
+STILLS = ("views", "copies")
+
+
+@torch.no_grad()
+def views_evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, size: int, mirror: bool = False,
+                   chunk: int = 64) -> dict:
+    """A face trunk with its classifier (`mer-train eval-faces --trunk`) reading each photo as the
+    runtime shows a still: its logits averaged over the 15 views (the face-alone classifier reads
+    a clip's mean feature, so its logits are the mean of the frames'); summarise's figures.
+    `images`: face photos, or (N, 15, S, S, 3) view stacks (`load_tfeid(views=True)`)."""
+    model.eval()
+    preds = []
+    cropper = FaceCropper(DEFAULT_SPEC) if images.ndim != 5 else None
+    try:
+        for s in range(0, len(images), chunk):
+            part = images[s:s + chunk]
+            stacks = part if part.ndim == 5 else photo_views(part, size, cropper)
+            n, t = stacks.shape[:2]
+            x = resize(to_float_nchw(torch.from_numpy(np.ascontiguousarray(stacks.reshape(n * t, *stacks.shape[2:])))), size)
+            preds.append(face_logits(model, x, mirror).reshape(n, t, -1).mean(1).argmax(1).numpy())
+    finally:
+        if cropper is not None:
+            cropper.close()
+    return summarise(labels, np.concatenate(preds))
+
+
 @torch.no_grad()
 def face_alone_logits(model: torch.nn.Module, images: np.ndarray, as_clips: bool, calibrated: bool = True,
-                      seed: int = 0, batch: int = 64) -> tuple[np.ndarray, int]:
+                      seed: int = 0, batch: int = 64, still: str = "views") -> tuple[np.ndarray, int]:
     """(N, 8) logits of a fusion model given a face and no speech (what the runtime feeds when a
     clip is silent), calibrated as shipped or raw, and the frames the cropper found a face in.
     `as_clips`: each photo as a moving H.264 clip through the runtime's cropper and the model's
-    whole graph; else the photo still, resized to the runtime's crop, its trunk features computed
-    once (twice for a mirrored model) and shown for all 15 frames (the same answer as 15 copies
-    through the graph, 7-15x cheaper)."""
+    whole graph. Else the photo still: `still="views"` shows it as the runtime shows a photo, 15
+    views of the face through the whole graph (`images` may already be such (N, 15, S, S, 3) stacks,
+    e.g. `load_tfeid(views=True)`); `"copies"`, the photo resized to the runtime's crop, its trunk
+    features computed once (twice for a mirrored model) and shown for all 15 frames (15 copies of
+    one crop, what the runtime fed before round 18; 7-15x cheaper)."""
+    if still not in STILLS:
+        raise ValueError(f"still must be one of {STILLS}, got {still!r}")
     model.eval()
     side = model.image_size
     silence = torch.zeros(1, model.config()["n_mfcc"], DEFAULT_SPEC.n_frames_audio)
@@ -108,23 +158,36 @@ def face_alone_logits(model: torch.nn.Module, images: np.ndarray, as_clips: bool
         for crops in runtime_clips(images, seed):
             found += crops.detected
             logits.append(model.raw_logits(torch.from_numpy(crops.faces)[None], silence))
+    elif still == "views" or images.ndim == 5:
+        cropper = FaceCropper(DEFAULT_SPEC) if images.ndim != 5 else None
+        try:
+            step = max(1, batch // 4)  # 15 frames a photo: a quarter of the photos a batch
+            for s in range(0, len(images), step):
+                part = images[s:s + step]
+                stacks = part if part.ndim == 5 else photo_views(part, side, cropper)
+                logits.append(model.raw_logits(torch.from_numpy(np.ascontiguousarray(stacks)),
+                                               silence.expand(len(stacks), -1, -1)))
+        finally:
+            if cropper is not None:
+                cropper.close()
     else:
         for s in range(0, len(images), batch):
-            still = np.stack([cv2.resize(np.repeat(im[:, :, None], 3, 2) if im.ndim == 2 else im, (side, side),
-                                         interpolation=cv2.INTER_LINEAR) for im in images[s:s + batch]])
-            feats = model.still_frame_features(model.prepare_faces(torch.from_numpy(still)[:, None]))
-            logits.append(model.forward_features(feats, silence.expand(len(still), -1, -1),
-                                                 torch.ones(len(still), dtype=torch.bool)))
+            still_crops = np.stack([cv2.resize(np.repeat(im[:, :, None], 3, 2) if im.ndim == 2 else im, (side, side),
+                                               interpolation=cv2.INTER_LINEAR) for im in images[s:s + batch]])
+            feats = model.still_frame_features(model.prepare_faces(torch.from_numpy(still_crops)[:, None]))
+            logits.append(model.forward_features(feats, silence.expand(len(still_crops), -1, -1),
+                                                 torch.ones(len(still_crops), dtype=torch.bool)))
     z = torch.cat(logits)
     if calibrated:
         z = model.calibrated(z, face_only.expand(len(z)))
     return z.numpy(), found
 
 
-def face_alone_scores(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, as_clips: bool) -> dict:
+def face_alone_scores(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, as_clips: bool,
+                      still: str = "views") -> dict:
     """`mer-train eval-faces --model`: accuracy, UAR and ECE of the face-alone answer as shipped,
     calm counted as neutral (calibrate.face_scores)."""
-    z, found = face_alone_logits(model, images, as_clips)
+    z, found = face_alone_logits(model, images, as_clips, still=still)
     probs = face_scores(softmax(z))
     scores = summarise(labels, probs.argmax(1))
     row = {"accuracy": scores["accuracy"], "uar": scores["uar"], "ece": ece(probs, labels), "n": scores["n"]}

@@ -58,16 +58,18 @@ def load_ferplus(path: Path) -> FaceSet:
 
 
 def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | None = None,
-               condition: str | None = None, level: bool = True, exposure: tuple[float, float] | None = EXPOSURE) -> FaceSet:
+               condition: str | None = None, level: bool = True, exposure: tuple[float, float] | None = EXPOSURE,
+               views: bool = False) -> FaceSet:
     """TFEID front-view colour photos, re-cropped by the runtime's own face cropper (so they are
     framed as served faces are); `groups` are performer ids (for performer-disjoint folds).
 
     `performers`: only these. `condition` (for measuring): each photo first made into the frame a
     camera under that condition would give (`camera.CONDITIONS`: tilted, dim, far, ...);
     `level=False` crops faces upright, as the cropper did before it levelled the eyes;
-    `exposure` replaces the cropper's range (None: no normalisation). A photo
-    whose face is not found is kept whole; a conditioned frame without one gives zeros, what the
-    runtime feeds for no face."""
+    `exposure` replaces the cropper's range (None: no normalisation); `views`: each photo as the
+    runtime shows a still for a whole window (`FaceCropper.views`), images (N, frames, size, size, 3).
+    A photo whose face is not found is kept whole; a conditioned frame without one gives zeros, what
+    the runtime feeds for no face."""
     import cv2  # MediaPipe's OpenCV, already a runtime dependency
 
     from mer.runtime.faces import FaceCropper
@@ -85,11 +87,15 @@ def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | Non
         if condition is not None:
             rgb = camera.apply(rgb, condition)
         boxes = cropper.detect(rgb)
-        if boxes:
-            face = cropper.crop(rgb, max(boxes, key=lambda b: b[2] * b[3]))
-        else:  # a photo is a face crop already; a camera's frame without a face gives zeros, as served
-            face = rgb if condition is None else np.zeros((size, size, 3), np.uint8)
-        images.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
+        box = max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
+        if box is None and condition is None:  # a photo is a face crop already
+            box = cropper.framing(min(rgb.shape[:2])) if views else None
+        if views:  # a camera's frame without a face gives zeros, as served
+            faces = cropper.views(rgb, box) if box is not None else np.zeros((DEFAULT_SPEC.frames, size, size, 3), np.uint8)
+            images.append(np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces]))
+        else:
+            face = cropper.crop(rgb, box) if box is not None else rgb if condition is None else np.zeros((size, size, 3), np.uint8)
+            images.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
         labels.append(TFEID_TO_MER[row["expression"]])
         groups.append(row["performer"])
     cropper.close()
