@@ -623,6 +623,21 @@ def test_audio_branch_takes_one_heads_audio_branch_out_of_an_ensemble_as_an_audi
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     result = invoke(cli.main, ["audio-branch", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "c.pt")])
     assert result.exit_code == 1 and "junk.pt: not a torch checkpoint" in result.output and not (tmp_path / "c.pt").exists()
+    # Every command that reads a checkpoint a user names says the same in one line: an audio init,
+    # a checkpoint to calibrate, one to take speech temperatures from.
+    import click
+    import pytest
+
+    with pytest.raises(click.ClickException, match="junk.pt: not a torch checkpoint"):
+        cli._audio_state(tmp_path / "junk.pt", FusionRecipe(fusion="ia", audio_norm="none"))
+    for args in (["--checkpoint", str(tmp_path / "junk.pt")],
+                 ["--checkpoint", str(tmp_path / "e.pt"), "--face-alone-only", "--speech-from", str(tmp_path / "junk.pt")]):
+        result = invoke(cli.main, ["calibrate", *args])
+        assert result.exit_code == 1 and result.output.strip().splitlines() == [
+            f"Error: {tmp_path / 'junk.pt'}: not a torch checkpoint (UnpicklingError)"], result.output
+    torch.save([1, 2], tmp_path / "list.pt")
+    result = invoke(cli.main, ["calibrate", "--checkpoint", str(tmp_path / "list.pt")])
+    assert result.exit_code == 1 and "list.pt: not a checkpoint of this project (a list)" in result.output
 
 
 def test_a_face_head_refit_starts_from_a_trained_fusion_and_trains_only_the_temporal_face_head(tmp_path):
@@ -1002,6 +1017,11 @@ def test_eval_faces_mirror_reads_a_face_and_its_mirror_alike_and_a_headless_trun
                                 env={"MER_SHARED": str(tmp_path / "none")})
     assert result.exit_code == 1 and "no classifier head" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")  # a file that is not one: a line, not a traceback
+    result = CliRunner().invoke(cli.main, ["eval-faces", "--trunk", str(tmp_path / "junk.pt")],
+                                env={"MER_SHARED": str(tmp_path / "none")})
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'junk.pt'}: not a torch checkpoint (UnpicklingError)"]
     # A trunk without its temporal head (as taken out of a fusion) is scored; another network is not.
     from mer.train.fusion import trunk_only
 

@@ -290,11 +290,7 @@ def _exposure_range(text: str) -> tuple[float, float] | None:
 def _trunk_classifier(path: Path):
     """A trunk checkpoint's trunk and classifier head, the face size it reads and its epoch; one line and
     exit 1 when it is missing or keeps no head (a trunk taken out of a fusion keeps none)."""
-    import torch
-
-    if not path.is_file():
-        raise click.ClickException(f"{path}: no such trunk checkpoint")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = _torch_file(path, "no such trunk checkpoint")
     if "fc" not in blob:
         raise click.ClickException(f"{path}: no classifier head ('fc'); score a fusion with --model instead")
     return _face_classifier(path, blob), blob["size"], blob.get("epoch")
@@ -481,7 +477,7 @@ def score_speech(checkpoints: tuple[Path, ...], corpora: str) -> None:
     names = _corpora(corpora)
     views = _views()
     for path in checkpoints:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = _torch_file(path, "no checkpoint")
         if blob.get("format") == "mer/1":
             model, spec, _ = load_checkpoint(path)
             n_mfcc, blank = spec.n_mfcc, no_face_feature(model)
@@ -505,18 +501,27 @@ def score_speech(checkpoints: tuple[Path, ...], corpora: str) -> None:
         _write(path.with_suffix(".scores.json"), [{"checkpoint": str(path), **rows}])
 
 
-@functools.lru_cache(maxsize=2)
-def _trunk(path: Path) -> dict:
-    """A face-trunk checkpoint, read once per command (features, fusion and trained-on line use it)."""
+def _torch_file(path: Path, missing: str) -> dict:
+    """A torch checkpoint file read as a dict, or one line naming it and why not (`missing`: what
+    the message calls a file that is not there)."""
     import torch
 
     if not path.is_file():
-        raise click.ClickException(f"{path}: no pretrained face trunk (run `mer-train faces` first)")
+        raise click.ClickException(f"{path}: {missing}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # pickle and zip errors alike: the file is not a torch checkpoint
         raise click.ClickException(f"{path}: not a torch checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or "state_dict" not in blob:
+    if not isinstance(blob, dict):
+        raise click.ClickException(f"{path}: not a checkpoint of this project (a {type(blob).__name__})")
+    return blob
+
+
+@functools.lru_cache(maxsize=2)
+def _trunk(path: Path) -> dict:
+    """A face-trunk checkpoint, read once per command (features, fusion and trained-on line use it)."""
+    blob = _torch_file(path, "no pretrained face trunk (run `mer-train faces` first)")
+    if "state_dict" not in blob:
         raise click.ClickException(f"{path}: not a face-trunk checkpoint (no state_dict)")
     return blob
 
@@ -568,11 +573,7 @@ def _branch_shape(blob: dict) -> tuple[str, int, int]:
 
 def _audio_state(path: Path, recipe) -> dict:
     """An audio branch's weights (`mer-train speech` or `mer-train audio`), checked against the recipe."""
-    import torch
-
-    if not path.is_file():
-        raise click.ClickException(f"{path}: no audio branch (run `mer-train speech`, or pass none)")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = _torch_file(path, "no audio branch (run `mer-train speech`, or pass none)")
     got = (blob.get("n_mfcc", recipe.n_mfcc), *_branch_shape(blob))
     want = (recipe.n_mfcc, recipe.audio_norm, recipe.audio_width, recipe.audio_dilation)
     if got != want:
@@ -583,9 +584,7 @@ def _audio_state(path: Path, recipe) -> dict:
 def _audio_origin(path: Path) -> str:
     """How an audio branch file came to be, for the trained-on line: `mer-train audio-branch` notes
     the fusion model it was taken from; a `mer-train speech` branch was pretrained on the speech."""
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False).get("origin", "pretrained on the same speech")
+    return _torch_file(path, "no audio branch").get("origin", "pretrained on the same speech")
 
 
 def _fusion_heads(path: Path) -> tuple[dict, list]:
@@ -597,17 +596,10 @@ def _fusion_heads(path: Path) -> tuple[dict, list]:
 
 def _fusion_checkpoint(path: Path):
     """(blob, model) of a fusion checkpoint file, or a one-line error saying why it is not one."""
-    import torch
-
     from .checkpoint import model_of
 
-    if not path.is_file():
-        raise click.ClickException(f"{path}: no fusion checkpoint")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # pickle and zip errors alike: the file is not a torch checkpoint
-        raise click.ClickException(f"{path}: not a torch checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
+    blob = _torch_file(path, "no fusion checkpoint")
+    if "config" not in blob or "state_dict" not in blob:
         raise click.ClickException(f"{path}: not a fusion checkpoint (no config and weights)")
     try:
         return blob, model_of(blob, path)
@@ -996,7 +988,9 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
     from .checkpoint import bundled_checkpoint, model_of
 
     path = checkpoint or bundled_checkpoint(fusion)
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = _torch_file(path, "no fusion checkpoint")
+    if "config" not in blob or "state_dict" not in blob:
+        raise click.ClickException(f"{path}: not a fusion checkpoint (no config and weights)")
     if mirror_faces is not None:  # the key is absent when off (MerModel.config)
         blob["config"].pop("mirror_faces", None)
         if mirror_faces:
@@ -1006,7 +1000,7 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
     if speech_from is not None:
         if not face_alone_only:
             raise click.UsageError("--speech-from goes with --face-alone-only (otherwise speech is fitted on --runs)")
-        donor = torch.load(speech_from, map_location="cpu", weights_only=False)
+        donor = _torch_file(speech_from, "no fusion checkpoint")
         if "temperature" not in donor.get("state_dict", {}):
             raise click.ClickException(f"{speech_from}: not a calibrated fusion checkpoint (no temperatures)")
         for i, c in enumerate(CONDITIONS):
