@@ -314,11 +314,11 @@ class FaceCropper:
             crops.append(self.crop(rgb, moved))
         return np.stack(crops)
 
-    def framing(self, side: float) -> Box:
-        """The box this cropper would have found for a face photo `side` pixels square that is
-        already cropped as it crops (its crop is the whole photo): for photos that come cropped."""
-        inner = side / (1 + self.margin)
-        return Box((side - inner) / 2, (side - inner) / 2, inner, inner, 1.0)
+    def framing(self, width: float, height: float) -> Box:
+        """The box this cropper would have found in a face photo that comes cropped as it crops
+        (FER+, a dataset's crops): the one whose crop is the photo's centred square."""
+        inner = min(width, height) / (1 + self.margin)
+        return Box((width - inner) / 2, (height - inner) / 2, inner, inner, 1.0)
 
     def __call__(self, frames: list[np.ndarray], frame_ids: list[int] | None = None, *,
                  keep_track: bool = False) -> FaceCrops:

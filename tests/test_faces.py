@@ -165,3 +165,23 @@ def test_a_still_is_shown_as_views_of_its_face_not_copies(face):
     finally:
         empty.close()
     assert nothing.detected == 0 and not nothing.faces.any()
+
+
+def test_a_photo_that_comes_cropped_is_framed_as_its_own_crop(face):
+    """FaceCropper.framing: the box whose crop is the photo's centred square, so a dataset's face
+    crops (FER+) are shown as views exactly as the runtime shows a photo whose face it found."""
+    import cv2
+
+    wide = np.ascontiguousarray(np.pad(face, ((0, 0), (40, 40), (0, 0)), mode="edge"))  # not square
+    h, w = wide.shape[:2]
+    plain = FaceCropper(DEFAULT_SPEC, exposure=None)
+    try:
+        box = plain.framing(w, h)
+        crop = plain.crop(wide, box)
+        views = plain.views(wide, box)
+    finally:
+        plain.close()
+    square = wide[:, (w - h) // 2:(w - h) // 2 + h]
+    want = cv2.resize(square, (224, 224), interpolation=cv2.INTER_AREA if h > 224 else cv2.INTER_LINEAR)
+    assert np.abs(crop.astype(int) - want).max() <= 1
+    assert views.shape == (15, 224, 224, 3) and np.array_equal(views[0], crop)

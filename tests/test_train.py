@@ -781,7 +781,7 @@ def test_face_alone_scores_a_still_as_the_runtime_shows_it_and_a_clip_through_th
     cropper = FaceCropper(spec)
     try:
         stacks = photo_views(images, cropper=cropper)
-        runtime = np.stack([cropper.views(im, cropper.framing(im.shape[0])) for im in images])
+        runtime = np.stack([cropper.views(im, cropper.framing(im.shape[1], im.shape[0])) for im in images])
     finally:
         cropper.close()
     np.testing.assert_array_equal(stacks, runtime)  # the runtime's own views of the photo

@@ -101,7 +101,7 @@ def photo_views(images: np.ndarray, side: int = DEFAULT_SPEC.image_size,
         out = np.empty((len(images), cropper.spec.frames, side, side, 3), np.uint8)
         for i, image in enumerate(images):
             rgb = np.ascontiguousarray(np.repeat(image[:, :, None], 3, 2) if image.ndim == 2 else image)
-            views = cropper.views(rgb, cropper.framing(rgb.shape[0]))
+            views = cropper.views(rgb, cropper.framing(rgb.shape[1], rgb.shape[0]))
             out[i] = views if views.shape[1] == side else [cv2.resize(v, (side, side), interpolation=cv2.INTER_AREA)
                                                           for v in views]
         return out

@@ -68,8 +68,8 @@ def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | Non
     `level=False` crops faces upright, as the cropper did before it levelled the eyes;
     `exposure` replaces the cropper's range (None: no normalisation); `views`: each photo as the
     runtime shows a still for a whole window (`FaceCropper.views`), images (N, frames, size, size, 3).
-    A photo whose face is not found is kept whole; a conditioned frame without one gives zeros, what
-    the runtime feeds for no face."""
+    A photo whose face is not found is taken as a crop already (`FaceCropper.framing`); a conditioned
+    frame without one gives zeros, what the runtime feeds for no face."""
     import cv2  # MediaPipe's OpenCV, already a runtime dependency
 
     from mer.runtime.faces import FaceCropper
@@ -88,14 +88,14 @@ def load_tfeid(root: Path, size: int = 112, *, performers: tuple[str, ...] | Non
             rgb = camera.apply(rgb, condition)
         boxes = cropper.detect(rgb)
         box = max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
-        if box is None and condition is None:  # a photo is a face crop already
-            box = cropper.framing(min(rgb.shape[:2])) if views else None
-        if views:  # a camera's frame without a face gives zeros, as served
-            faces = cropper.views(rgb, box) if box is not None else np.zeros((DEFAULT_SPEC.frames, size, size, 3), np.uint8)
-            images.append(np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces]))
+        if box is None and condition is None:  # a photo is a face crop already: the whole of it
+            box = cropper.framing(rgb.shape[1], rgb.shape[0])
+        if box is None:  # a camera's frame without a face gives zeros, what the runtime feeds
+            faces = np.zeros((DEFAULT_SPEC.frames if views else 1, size, size, 3), np.uint8)
         else:
-            face = cropper.crop(rgb, box) if box is not None else rgb if condition is None else np.zeros((size, size, 3), np.uint8)
-            images.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
+            faces = cropper.views(rgb, box) if views else cropper.crop(rgb, box)[None]
+        faces = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces])
+        images.append(faces if views else faces[0])
         labels.append(TFEID_TO_MER[row["expression"]])
         groups.append(row["performer"])
     cropper.close()
