@@ -113,26 +113,32 @@ def photo_views(images: np.ndarray, side: int = DEFAULT_SPEC.image_size,
 STILLS = ("views", "copies")
 
 
+def view_stacks(images: np.ndarray, side: int, step: int):
+    """`images` a chunk of `step` at a time as (n, frames, side, side, 3) view stacks (photo_views,
+    one cropper for all); stacks given ((N, frames, S, S, 3), e.g. `load_tfeid(views=True)`) pass as they are."""
+    cropper = None if images.ndim == 5 else FaceCropper(DEFAULT_SPEC)
+    try:
+        for s in range(0, len(images), step):
+            part = images[s:s + step]
+            yield np.ascontiguousarray(part) if cropper is None else photo_views(part, side, cropper)
+    finally:
+        if cropper is not None:
+            cropper.close()
+
+
 @torch.no_grad()
 def views_evaluate(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, size: int, mirror: bool = False,
                    chunk: int = 64) -> dict:
     """A face trunk with its classifier (`mer-train eval-faces --trunk`) reading each photo as the
     runtime shows a still: its logits averaged over the 15 views (the face-alone classifier reads
     a clip's mean feature, so its logits are the mean of the frames'); summarise's figures.
-    `images`: face photos, or (N, 15, S, S, 3) view stacks (`load_tfeid(views=True)`)."""
+    `images`: face photos, or view stacks (view_stacks)."""
     model.eval()
     preds = []
-    cropper = FaceCropper(DEFAULT_SPEC) if images.ndim != 5 else None
-    try:
-        for s in range(0, len(images), chunk):
-            part = images[s:s + chunk]
-            stacks = part if part.ndim == 5 else photo_views(part, size, cropper)
-            n, t = stacks.shape[:2]
-            x = resize(to_float_nchw(torch.from_numpy(np.ascontiguousarray(stacks.reshape(n * t, *stacks.shape[2:])))), size)
-            preds.append(face_logits(model, x, mirror).reshape(n, t, -1).mean(1).argmax(1).numpy())
-    finally:
-        if cropper is not None:
-            cropper.close()
+    for stacks in view_stacks(images, size, chunk):
+        n, t = stacks.shape[:2]
+        x = resize(to_float_nchw(torch.from_numpy(stacks.reshape(n * t, *stacks.shape[2:]))), size)
+        preds.append(face_logits(model, x, mirror).reshape(n, t, -1).mean(1).argmax(1).numpy())
     return summarise(labels, np.concatenate(preds))
 
 
@@ -159,17 +165,8 @@ def face_alone_logits(model: torch.nn.Module, images: np.ndarray, as_clips: bool
             found += crops.detected
             logits.append(model.raw_logits(torch.from_numpy(crops.faces)[None], silence))
     elif still == "views" or images.ndim == 5:
-        cropper = FaceCropper(DEFAULT_SPEC) if images.ndim != 5 else None
-        try:
-            step = max(1, batch // 4)  # 15 frames a photo: a quarter of the photos a batch
-            for s in range(0, len(images), step):
-                part = images[s:s + step]
-                stacks = part if part.ndim == 5 else photo_views(part, side, cropper)
-                logits.append(model.raw_logits(torch.from_numpy(np.ascontiguousarray(stacks)),
-                                               silence.expand(len(stacks), -1, -1)))
-        finally:
-            if cropper is not None:
-                cropper.close()
+        for stacks in view_stacks(images, side, max(1, batch // 4)):  # 15 frames a photo: a quarter as many
+            logits.append(model.raw_logits(torch.from_numpy(stacks), silence.expand(len(stacks), -1, -1)))
     else:
         for s in range(0, len(images), batch):
             still_crops = np.stack([cv2.resize(np.repeat(im[:, :, None], 3, 2) if im.ndim == 2 else im, (side, side),
