@@ -213,6 +213,33 @@ def test_face_mismatch_shows_another_face_class_at_about_the_share_asked():
     assert set(np.unique(shown)) <= set(FACE_CLASSES)  # never "calm", never the clip's own face
 
 
+def test_tfeid_share_draws_studio_faces_where_the_emotion_has_them():
+    """--tfeid-share: about that share of training clips get a TFEID training performer's photo (calm
+    a neutral one), never a held-out performer's; an emotion TFEID lacks keeps the whole pool; at 0
+    the draws are exactly the uniform ones (same generator calls, so old runs replay)."""
+    from mer.train.face_features import FaceFeatures
+    from mer.train.train_fusion import FacePools, pair_faces, train_faces
+
+    labels_img = np.array([0, 3, 4] * 20 + [0, 3] * 5 + [0, 3] * 3)
+    source = np.array(["ferplus:train"] * 60 + ["tfeid:07"] * 10 + ["tfeid:24"] * 6)
+    faces = FaceFeatures(np.zeros((len(labels_img), 4, 8), np.float16), labels_img, source)
+    pools = FacePools.split(faces, ("24",))
+    studio = set(range(60, 70))
+    assert set(pools.train_tfeid[0]) | set(pools.train_tfeid[3]) == studio and len(pools.train_tfeid[4]) == 0
+
+    clips = np.random.default_rng(0).choice([0, 1, 3, 4], 4000)
+    uniform = pair_faces(clips, pools.train, np.random.default_rng(5))
+    assert np.array_equal(train_faces(clips, pools, np.random.default_rng(5), 0.0), uniform)
+    shown = train_faces(clips, pools, np.random.default_rng(5), 0.5)
+    assert np.array_equal(labels_img[shown], np.where(clips == 1, 0, clips))  # always the clip's own emotion
+    from_studio = np.isin(shown, list(studio))
+    assert not np.isin(shown, np.arange(70, 76)).any()                     # held-out performers never
+    assert not from_studio[clips == 4].any()                                # TFEID has no face of class 4 here
+    has = np.isin(clips, [0, 1, 3])
+    # the share asked, plus the uniform draws' own studio faces (5 of 25 per emotion): about 0.6
+    assert 0.5 < from_studio[has].mean() < 0.75
+
+
 def test_ship_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
     """`mer-train ship` end to end on small synthetic features (the real ones need ../shared and
     an hour): it trains, writes a checkpoint that loads, and says what trained it."""
@@ -244,7 +271,7 @@ def test_ship_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli.main, ["ship", "--fusion", "ia", "--corpora", "ravdess,tess", "--epochs", "1",
                                            "--draws", "16", "--audio-init", "none", "--face-mismatch", "0.3",
                                            "--consistency", "3", "--face-video", "0.5",
-                                           "--trunk", str(trunk), "--out", str(out)])
+                                           "--tfeid-share", "0.25", "--trunk", str(trunk), "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     model, spec, trained_on = load_checkpoint(out, "ia")
     assert spec.n_mfcc == 10 and model.config()["audio_norm"] == "level"
@@ -252,6 +279,7 @@ def test_ship_trains_and_writes_a_loadable_checkpoint(tmp_path, monkeypatch):
     assert "recording-condition consistency 3" in trained_on
     assert "fine-tuned with video degradations" in trained_on
     assert "50% of face frames degraded as video" in trained_on
+    assert "25% of clips shown a TFEID face" in trained_on
 
 
 def test_face_clips_draw_degraded_frames_only_when_asked():

@@ -131,7 +131,7 @@ def main() -> None:
               "(no resume), for a machine lent for a fixed time.")
 def faces(**options) -> None:
     """Pretrain the face trunk on FER+ and TFEID (resumes from OUT/last.pt)."""
-    from . import pretrain_faces  # torch: imported when the command runs, not at start-up
+    from . import pretrain_faces  # the trainer (and its data loaders) only when this command runs
 
     pretrain_faces.train(**options)
 
@@ -642,16 +642,16 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(fusion: str, n_mfcc: int, audio_norm: str, audio_width: int, audio_dilation: int, epochs: int,
-                    draws: int, audio_lr: float, face_mismatch: float, face_video: float, consistency: float,
-                    seed: int, face_head_only: bool, **rest):
+                    draws: int, audio_lr: float, face_mismatch: float, face_video: float, tfeid_share: float,
+                    consistency: float, seed: int, face_head_only: bool, **rest):
             from .train_fusion import FusionRecipe
 
             if face_head_only and rest["init_fusion"] is None:
                 raise click.UsageError("--face-head-only needs --init-fusion (the fusion whose face head is refitted)")
             recipe = FusionRecipe(fusion=fusion, epochs=epochs, audio_norm=audio_norm, n_mfcc=n_mfcc, draws=draws,
                                   audio_width=audio_width, audio_dilation=audio_dilation, audio_lr_scale=audio_lr,
-                                  face_mismatch=face_mismatch, face_video=face_video, consistency=consistency,
-                                  seed=seed, face_head_only=face_head_only)
+                                  face_mismatch=face_mismatch, face_video=face_video, tfeid_share=tfeid_share,
+                                  consistency=consistency, seed=seed, face_head_only=face_head_only)
             return command(recipe=recipe, **rest)
 
         for option in reversed((
@@ -667,6 +667,9 @@ def fusion_options(audio_init_default: Path, audio_init_help: str):
                 click.option("--face-video", default=0.0, show_default=True,
                              help="Share of training frames shown as video degrades a face (blur, low resolution, "
                                   "compression, a covered mouth), so the fusion learns what a face is worth there."),
+                click.option("--tfeid-share", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+                             help="Share of training clips shown one of TFEID's training performers' photos (studio "
+                                  "faces, framed by the runtime's cropper) instead of a face drawn from the whole pool."),
                 consistency_option, seed_option,
                 click.option("--trunk", type=click.Path(path_type=Path), default=RUNS / "faces" / "best_trunk.pt",
                              show_default=True),
@@ -1194,7 +1197,8 @@ def _ship_note(recipe, names: list[str], trunk: Path, audio_note: str) -> str:
             f"{f', audio branch at {recipe.audio_lr_scale:g}x the learning rate' if recipe.audio_lr_scale not in (0, 1) else ''}"
             f"{f', {recipe.face_mismatch:.0%} of audiovisual clips with a face of another emotion' if recipe.face_mismatch else ''}"
             f"{f', recording-condition consistency {recipe.consistency:g}' if recipe.consistency else ''}"
-            f"{f', {recipe.face_video:.0%} of face frames degraded as video' if recipe.face_video else ''}")
+            f"{f', {recipe.face_video:.0%} of face frames degraded as video' if recipe.face_video else ''}"
+            f"{f', {recipe.tfeid_share:.0%} of clips shown a TFEID face' if recipe.tfeid_share else ''}")
 
 
 @main.command("audio-branch")
