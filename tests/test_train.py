@@ -886,7 +886,7 @@ def test_a_face_classifier_answers_the_face_alone_and_leaves_speech_as_it_was():
     import torch
 
     from mer.train.checkpoint import bundled_checkpoint, load_checkpoint
-    from mer.train.face_clips import face_alone_logits
+    from mer.train.face_clips import face_alone_ends, face_alone_logits
     from mer.train.fusion import MerModel
 
     bundled, spec, _ = load_checkpoint(bundled_checkpoint("ia"))
@@ -920,6 +920,14 @@ def test_a_face_classifier_answers_the_face_alone_and_leaves_speech_as_it_was():
         graph = model.raw_logits(torch.from_numpy(copies), torch.zeros(1, *spec.mfcc_shape)).numpy()
     np.testing.assert_allclose(face_alone_logits(model, still, as_clips=False, calibrated=False, still="copies")[0],
                                graph, atol=1e-4)
+    # The two ends the share is chosen between (mer-train face-alone), from one trunk pass over the
+    # photo's views: what the graph answers at share 0 and at share 1; the model's share is left as it was.
+    head, classifier = face_alone_ends(model, still)
+    assert float(model.face_classifier_share) == 0.25
+    for share, got in ((0.0, head), (1.0, classifier)):
+        model.face_classifier_share.fill_(share)
+        want = torch.from_numpy(face_alone_logits(model, still, as_clips=False, calibrated=False)[0]).log_softmax(-1)
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
 
 
 def test_the_face_classifier_learns_from_the_trunks_training_faces_only():

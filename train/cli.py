@@ -1300,10 +1300,8 @@ def _face_classifier_share(model, fer_path: Path, shares=(0.0, 0.25, 0.5, 0.75, 
     """The face classifier's share of the face-alone answer that FER+ valid stills read best (the mean
     of accuracy and UAR, calm counted as neutral: accuracy alone would favour the classifier, which
     learnt FER+'s label mix and finds its rare fear and disgust less often than the fusion head)."""
-    import torch
-
     from .calibrate import face_labels, face_scores, softmax
-    from .face_clips import face_alone_logits
+    from .face_clips import face_alone_ends
     from .face_data import load_ferplus
     from .metrics import summarise
 
@@ -1311,15 +1309,11 @@ def _face_classifier_share(model, fer_path: Path, shares=(0.0, 0.25, 0.5, 0.75, 
         raise click.ClickException(f"{fer_path}: not found (the face classifier's share is chosen on FER+ valid)")
     fer = load_ferplus(fer_path)
     valid = fer.subset(fer.groups == "valid")
-    ends = {}
-    for end in (0.0, 1.0):  # the head alone and the classifier alone; the graph mixes their log-probabilities
-        model.face_classifier_share.fill_(end)
-        ends[end] = torch.from_numpy(face_alone_logits(model, valid.images, as_clips=False, calibrated=False)[0])
+    head, classifier = face_alone_ends(model, valid.images)  # the graph mixes their log-probabilities
     labels = face_labels(valid.labels)
     table = []
     for share in shares:
-        z = share * ends[1.0].log_softmax(-1) + (1 - share) * ends[0.0].log_softmax(-1)
-        scores = summarise(labels, face_scores(softmax(z.numpy())).argmax(1))
+        scores = summarise(labels, face_scores(softmax(share * classifier + (1 - share) * head)).argmax(1))
         table.append({"share": share, "accuracy": scores["accuracy"], "uar": scores["uar"]})
     best = max(table, key=lambda r: (r["accuracy"] + r["uar"]) / 2)
     return best["share"], table
