@@ -674,7 +674,7 @@ def test_a_face_head_refit_starts_from_a_trained_fusion_and_trains_only_the_temp
     from click.testing import CliRunner
 
     from mer.train import cli
-    from mer.train.checkpoint import untrained
+    from mer.train.checkpoint import bundled_checkpoint, untrained
     from mer.train.train_fusion import FusionRecipe, build_model, param_groups
 
     a, b = two_head_ensemble(tmp_path / "e.pt")
@@ -691,6 +691,12 @@ def test_a_face_head_refit_starts_from_a_trained_fusion_and_trains_only_the_temp
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trained and all(n.startswith("visual_model.conv1d") for n in trained)
     assert sum(len(g["params"]) for g in param_groups(model, recipe)) == len(trained)
+    # The bundled model carries a face-alone classifier over its own trunk's features: a head taken
+    # from it leaves that behind (it would read the new trunk's features wrongly) and builds.
+    shipped = FusionRecipe(fusion="ia", audio_dilation=2, face_head_only=True)
+    head0 = cli._head_state(bundled_checkpoint("ia"), shipped, member=0)
+    assert not [k for k in head0 if k.startswith("face_classifier")]
+    assert not build_model(shipped, trunk, None, head0).config().get("face_classifier")
     # A refit needs something to refit; an ensemble's head out of range is refused in one line.
     result = CliRunner().invoke(cli.main, ["ship", "--face-head-only", "--out", str(tmp_path / "x.pt")])
     assert result.exit_code == 2 and "--face-head-only needs --init-fusion" in result.output

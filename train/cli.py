@@ -616,7 +616,8 @@ def _head(heads: list, member: int, path: Path, member_option: str):
 
 
 def _head_state(path: Path, recipe, member: int = 0) -> dict:
-    """A trained single fusion's weights (an ensemble's head `member`), checked against the recipe."""
+    """A trained single fusion's weights (an ensemble's head `member`), checked against the recipe. A
+    face-alone classifier is left behind: it reads its own trunk's features (refit it with `face-alone`)."""
     config, heads = _fusion_heads(path)
     got = (config["fusion"], config["n_mfcc"], config.get("audio_norm", "none"), config.get("audio_width", 1),
            config.get("audio_dilation", 1))
@@ -624,7 +625,7 @@ def _head_state(path: Path, recipe, member: int = 0) -> dict:
     if got != want:
         raise click.ClickException(f"{path}: a fusion of fusion, n_mfcc, norm, width, dilation {got}, not {want}")
     return {k: v for k, v in _head(heads, member, path, "--init-member").state_dict().items()
-            if not k.startswith("heads.")}
+            if not k.startswith(("heads.", "face_classifier"))}
 
 
 def _fusion_inputs(corpora: str, trunk: Path, recipe):
