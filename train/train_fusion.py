@@ -93,8 +93,9 @@ def train_faces(labels: np.ndarray, pools: FacePools, rng: np.random.Generator, 
     """A training face of each label's emotion; with probability `tfeid_share` one of TFEID's training
     performers' (where the emotion has any). Why: drawn uniformly, FER+'s 48 px web faces are ~98 %
     of the neutral, happy, sad and surprised faces, and TFEID's studio photos (posed, colour, framed
-    by the runtime's cropper, like RAVDESS's takes) are ~1-6 % of them; a temporal head fitted so
-    learns FER+'s faces, and on a new trunk it read TFEID's held-out performers 4 points worse."""
+    by the runtime's cropper, like RAVDESS's takes) are ~1-6 % of them, so a temporal head learns
+    FER+'s faces. Measured (MODEL_CARD.md, round 20): at 0.5 a refitted head read TFEID's held-out
+    performers no better, and more over-confidently; kept for runs that retrain more than that head."""
     faces = pair_faces(labels, pools.train, rng)
     if tfeid_share > 0:
         for i in np.flatnonzero(rng.random(len(labels)) < tfeid_share):
