@@ -183,8 +183,8 @@ def face_alone_logits(model: torch.nn.Module, images: np.ndarray, as_clips: bool
 @torch.no_grad()
 def face_alone_ends(model: torch.nn.Module, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(N, 8) face-alone log-probabilities of photos read as views (uncalibrated) by a model with a face
-    classifier: by its fusion head alone and by the classifier alone, the two ends a face classifier's share mixes. One trunk
-    pass a photo serves both (the trunk is nearly all the cost; the heads are small)."""
+    classifier: by its fusion head alone and by the classifier alone, the two ends its share mixes.
+    One trunk pass a photo serves both (the trunk is nearly all the cost; the heads are small)."""
     model.eval()
     silence = torch.zeros(1, model.config()["n_mfcc"], DEFAULT_SPEC.n_frames_audio)
     kept = model.face_classifier_share.clone()
