@@ -594,13 +594,19 @@ def _fusion_heads(path: Path) -> tuple[dict, list]:
     return blob["config"], [fused, *fused.heads]
 
 
+def _fusion_blob(path: Path) -> dict:
+    """A fusion checkpoint file read as a dict (config and weights), or one line saying why not."""
+    blob = _torch_file(path, "no fusion checkpoint")
+    if "config" not in blob or "state_dict" not in blob:
+        raise click.ClickException(f"{path}: not a fusion checkpoint (no config and weights)")
+    return blob
+
+
 def _fusion_checkpoint(path: Path):
     """(blob, model) of a fusion checkpoint file, or a one-line error saying why it is not one."""
     from .checkpoint import model_of
 
-    blob = _torch_file(path, "no fusion checkpoint")
-    if "config" not in blob or "state_dict" not in blob:
-        raise click.ClickException(f"{path}: not a fusion checkpoint (no config and weights)")
+    blob = _fusion_blob(path)
     try:
         return blob, model_of(blob, path)
     except ValueError as exc:
@@ -992,9 +998,7 @@ def calibrate(fusion: str, runs_: tuple[Path, ...], checkpoint: Path | None, fig
     from .checkpoint import bundled_checkpoint, model_of
 
     path = checkpoint or bundled_checkpoint(fusion)
-    blob = _torch_file(path, "no fusion checkpoint")
-    if "config" not in blob or "state_dict" not in blob:
-        raise click.ClickException(f"{path}: not a fusion checkpoint (no config and weights)")
+    blob = _fusion_blob(path)
     if mirror_faces is not None:  # the key is absent when off (MerModel.config)
         blob["config"].pop("mirror_faces", None)
         if mirror_faces:

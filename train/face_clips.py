@@ -187,18 +187,12 @@ def face_alone_ends(model: torch.nn.Module, images: np.ndarray, batch: int = 64)
     One trunk pass a photo serves both (the trunk is nearly all the cost; the heads are small)."""
     model.eval()
     silence = torch.zeros(1, model.config()["n_mfcc"], DEFAULT_SPEC.n_frames_audio)
-    kept = model.face_classifier_share.clone()
-    ends = {0.0: [], 1.0: []}
-    try:
-        for stacks in view_stacks(images, model.image_size, max(1, batch // 4)):
-            feats = model.frame_features(model.prepare_faces(torch.from_numpy(stacks)))
-            alone = torch.ones(len(stacks), dtype=torch.bool)
-            for share, out in ends.items():
-                model.face_classifier_share.fill_(share)
-                out.append(model.forward_features(feats, silence.expand(len(stacks), -1, -1), alone).log_softmax(-1))
-    finally:
-        model.face_classifier_share.copy_(kept)
-    return torch.cat(ends[0.0]).numpy(), torch.cat(ends[1.0]).numpy()
+    head, classifier = [], []
+    for stacks in view_stacks(images, model.image_size, max(1, batch // 4)):
+        feats = model.frame_features(model.prepare_faces(torch.from_numpy(stacks)))
+        head.append(model.forward_features(feats, silence.expand(len(stacks), -1, -1)).log_softmax(-1))
+        classifier.append(model.face_alone_logits(feats).log_softmax(-1))
+    return torch.cat(head).numpy(), torch.cat(classifier).numpy()
 
 
 def face_alone_scores(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, as_clips: bool,
