@@ -31,7 +31,10 @@ from importlib import resources
 from pathlib import Path
 
 CHUNK = 1 << 16
-_NOT_MEDIA_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded", "application/xml")
+# Declared types that cannot be media: refused before the body is read. Not
+# application/x-www-form-urlencoded: it is what `curl --data-binary @clip.mp4` (the README's
+# command) and `curl -d` label any body with unless told otherwise, so the bytes decide.
+_NOT_MEDIA_TYPES = ("text/", "application/json", "application/xml")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,12 @@ def test_recognize_raw_bytes_and_multipart_give_the_cli_record(server, clip, exp
     assert raw.status_code == 200, raw.text
     form = httpx.post(f"{base}/v1/recognize", files={"file": ("talk.mp4", data, "video/mp4")}, timeout=120)
     assert form.status_code == 200, form.text
+    # As `curl --data-binary @clip.mp4 URL` sends it (the README's command): curl labels the bytes a form.
+    as_curl = httpx.post(f"{base}/v1/recognize", content=data, timeout=120,
+                         headers={"content-type": "application/x-www-form-urlencoded"})
+    assert as_curl.status_code == 200, as_curl.text
+    assert {k: v for k, v in as_curl.json().items() if k != "timings_ms"} == \
+        {k: v for k, v in raw.json().items() if k != "timings_ms"}
     cli = subprocess.run([sys.executable, "-m", "mer.runtime.cli", clip, "--json", "--model", exported("ia")],
                          capture_output=True, text=True, timeout=300)
     expected = json.loads(cli.stdout)
