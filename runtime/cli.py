@@ -373,14 +373,15 @@ def _run_live(rec, source, hop, realtime, as_json, out_path, csv_path, plot_path
 
     sinks = _Sinks(as_json, out_path, csv_path)
     records = []
-    if not as_json:
-        _emit(f"{'START':>8}  {'END':>8}  {'LABEL':<9}  {'PROB':>5}  {'FACES':>5}  {'AUDIO':>5}  {'LATENCY_MS':>10}")
     try:
         for result in rec.live(source, hop, realtime=realtime, stop=stop):
             record = result.to_dict()
             records.append(record)
             sinks.record(record)
             if not as_json:
+                if len(records) == 1:  # once the source opened: a camera that is not there gets its error alone
+                    _emit(f"{'START':>8}  {'END':>8}  {'LABEL':<9}  {'PROB':>5}  {'FACES':>5}  {'AUDIO':>5}  "
+                          f"{'LATENCY_MS':>10}")
                 _emit(f"{result.window[0]:>8.2f}  {result.window[1]:>8.2f}  {result.label:<9}  "
                       f"{result.probabilities[result.label]:>5.2f}  {result.faces_detected:>2}/15  "
                       f"{_heard(result):>5}  {result.latency_ms:>10.1f}")

@@ -16,7 +16,7 @@ from mer.runtime import window as windows
 from mer.runtime.spec import DEFAULT_SPEC as SPEC
 
 from media import write_archive
-from test_cli import RECORD_KEYS, assert_clean_stderr, run_cli
+from test_cli import RECORD_KEYS, assert_clean_stderr, error_lines, run_cli
 
 
 def cli(*args: str) -> list[str]:
@@ -157,6 +157,17 @@ def test_live_from_stdin_and_over_http(exported, clip_factory, tmp_path):
         server.shutdown()
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["label"] for line in proc.stdout.splitlines()]
+
+
+def test_a_live_source_that_cannot_open_is_one_line_and_no_table(exported, tmp_path):
+    """A camera that is not there (or a stream that refuses): its error alone, exit 1, and no table
+    header on stdout for a table that never comes."""
+    missing = tmp_path / "video9"  # a device path that does not exist on any machine
+    proc = run_cli("--live", str(missing), "--model", exported("ia"))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    assert_clean_stderr(proc)
+    assert len(error_lines(proc)) == 1 and str(missing) in error_lines(proc)[0]
 
 
 def test_ctrl_c_ends_live_cleanly(exported, clip_factory):
