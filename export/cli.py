@@ -90,7 +90,8 @@ def main(fusion: str, checkpoint: Path | None, out: Path, batch: int, check_clip
         import numpy as np
         faces, mfcc = np.repeat(faces, batch, 0), np.repeat(mfcc, batch, 0)
     diff = max_abs_diff_vs_torch(model, onnx_path, faces, mfcc)
-    click.echo(f"  {onnx_path}  {_mb(onnx_path)}  max |onnx - torch| logits = {diff:.2e}  ({what})")
+    width = max(len(str(p)) for p in (onnx_path, fp16_path, engine_path))  # the summary's columns line up
+    click.echo(f"  {str(onnx_path):<{width}}  {_mb(onnx_path)}  max |onnx - torch| logits = {diff:.2e}  ({what})")
 
     convert_fp16(onnx_path, fp16_path)
     import numpy as np
@@ -99,14 +100,14 @@ def main(fusion: str, checkpoint: Path | None, out: Path, batch: int, check_clip
     run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(  # noqa: E731
         ["logits"], {"faces": faces, "mfcc": mfcc})[0]
     diff16 = float(np.abs(run(fp16_path) - run(onnx_path)).max())
-    click.echo(f"  {fp16_path}  {_mb(fp16_path)}  max |fp16 - fp32| logits = {diff16:.2e}  (ONNX Runtime CPU)")
+    click.echo(f"  {str(fp16_path):<{width}}  {_mb(fp16_path)}  max |fp16 - fp32| logits = {diff16:.2e}  (ONNX Runtime CPU)")
 
     ok, why = available()
     if ok:
         build_engine(onnx_path, engine_path, timing_cache=out / "timing.cache")
-        click.echo(f"  {engine_path}  {_mb(engine_path)}  TensorRT FP16 engine (+ {engine_path.name}.json)")
+        click.echo(f"  {str(engine_path):<{width}}  {_mb(engine_path)}  TensorRT FP16 engine (+ {engine_path.name}.json)")
     else:
-        click.echo(f"  {engine_path}  skipped: {why}")
+        click.echo(f"  {str(engine_path):<{width}}  skipped: {why}")
     if diff > 1e-4:
         click.echo(f"mer-export: warning: ONNX differs from PyTorch by {diff:.2e} (> 1e-4)", err=True)
 

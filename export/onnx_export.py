@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -45,11 +46,17 @@ def export_onnx(model: MerModel, spec: FeatureSpec, path: Path, trained_on: str,
     model = model.eval()
     faces, mfcc = example_inputs(spec, batch)
     tmp = path.with_suffix(".tmp.onnx")
+    # The exporter logs a line per torchvision operator it could not register; this graph has none
+    # of them, and a user should not read four warnings about a package they need not install.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (faces, mfcc), str(tmp), input_names=list(INPUTS),
                           output_names=[OUTPUT], dynamo=True, external_data=False, optimize=True,
                           verbose=False)
+    registration.setLevel(level)
     proto = onnx.load(str(tmp))
     set_metadata(proto, metadata(model, spec, "fp32", trained_on))
     proto.doc_string = f"mer {model.fusion} fusion: faces uint8 (B,15,224,224,3) RGB + mfcc -> logits over {', '.join(LABELS)}"

@@ -149,6 +149,9 @@ def test_mer_export_cli_writes_onnx_and_says_why_tensorrt_was_skipped(tmp_path, 
     assert (out / "ia.onnx").is_file() and (out / "ia.fp16.onnx").is_file()
     assert "max |onnx - torch|" in proc.stdout and "max |fp16 - fp32|" in proc.stdout
     assert f"features of {clip}" in proc.stdout
+    assert "torchvision" not in proc.stderr  # the exporter's notes on operators this graph does not use
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert len({line.index(" MB ") for line in rows if " MB " in line}) == 1  # the summary's columns line up
     try:
         import tensorrt  # noqa: F401
     except ImportError:
