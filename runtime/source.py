@@ -451,6 +451,10 @@ class MediaSource:
         yield from buf
         if sampler is not None and (tail := sampler.finish()) is not None:
             yield tail
+        if state["errors"] and state["audio_next"] is None and (sampler is None or sampler.count == 0):
+            # Every packet failed and nothing came out (random bytes named .jpg, a cut-off file): say
+            # so, rather than let the caller report a readable file with no face and no voice in it.
+            raise InputError(self.name, f"corrupt or unreadable media (none of its {state['errors']} packet(s) decoded)")
         warnings = [f"{state['errors']} packet(s) failed to decode and were skipped"] if state["errors"] else []
         yield End(sampler.last_t if sampler is not None else None, state["audio_next"], warnings,
                   sampler.count if sampler is not None else 0)

@@ -47,9 +47,11 @@ def bad_inputs(tmp_path_factory, clip_factory) -> dict[str, Path]:
     data = good.read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 3])
     (root / "notes.txt.mp4").write_text("just some text, not a video\n" * 100)
+    # Named as a photo: FFmpeg's image reader takes it by its name, and every packet then fails.
+    (root / "random.jpg").write_bytes(np.random.default_rng(1).bytes(3_000))
     return {"missing": root / "does_not_exist.mp4",
             "empty": root / "empty.mp4", "random": root / "random.mp4", "truncated": root / "truncated.mp4",
-            "text": root / "notes.txt.mp4"}
+            "text": root / "notes.txt.mp4", "random_photo": root / "random.jpg"}
 
 
 def test_good_and_bad_inputs_in_one_call(exported, clip_factory, bad_inputs):
@@ -101,6 +103,7 @@ def test_error_reasons_are_specific(exported, bad_inputs):
     assert "empty file" in lines["empty"]
     for kind in ("random", "truncated", "text"):
         assert "media" in lines[kind] or "corrupt" in lines[kind], lines[kind]
+    assert "corrupt or unreadable media" in lines["random_photo"]  # not "no face and no audio in it"
     assert proc.returncode == 1
 
 
