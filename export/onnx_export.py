@@ -51,12 +51,14 @@ def export_onnx(model: MerModel, spec: FeatureSpec, path: Path, trained_on: str,
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
     registration.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (faces, mfcc), str(tmp), input_names=list(INPUTS),
-                          output_names=[OUTPUT], dynamo=True, external_data=False, optimize=True,
-                          verbose=False)
-    registration.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (faces, mfcc), str(tmp), input_names=list(INPUTS),
+                              output_names=[OUTPUT], dynamo=True, external_data=False, optimize=True,
+                              verbose=False)
+    finally:
+        registration.setLevel(level)
     proto = onnx.load(str(tmp))
     set_metadata(proto, metadata(model, spec, "fp32", trained_on))
     proto.doc_string = f"mer {model.fusion} fusion: faces uint8 (B,15,224,224,3) RGB + mfcc -> logits over {', '.join(LABELS)}"

@@ -379,7 +379,7 @@ def _run_live(rec, source, hop, realtime, as_json, out_path, csv_path, plot_path
             records.append(record)
             sinks.record(record)
             if not as_json:
-                if len(records) == 1:  # once the source opened: a camera that is not there gets its error alone
+                if len(records) == 1:  # on the first window: a source that cannot open gets its error alone
                     _emit(f"{'START':>8}  {'END':>8}  {'LABEL':<9}  {'PROB':>5}  {'FACES':>5}  {'AUDIO':>5}  "
                           f"{'LATENCY_MS':>10}")
                 _emit(f"{result.window[0]:>8.2f}  {result.window[1]:>8.2f}  {result.label:<9}  "

@@ -3,7 +3,7 @@
     mer-serve --host 127.0.0.1 --port 8000 --workers 2
     GET  /healthz          200 once the model is loaded
     GET  /metrics          Prometheus text: requests, errors by reason, latency per stage, in flight
-    POST /v1/recognize     body = media bytes (any content type) or multipart field `file`;
+    POST /v1/recognize     body = media bytes (any type but text, JSON, XML) or multipart field `file`;
                            ?timeline=true&hop=S streams one JSON record per window (NDJSON)
     WS   /v1/live          media chunks in (a browser's MediaRecorder), window records out
     GET  /                 a page: camera and microphone, the current emotion, the last minute
@@ -318,8 +318,9 @@ async def _receive(request, folder: Path, settings: Settings) -> tuple[Path, str
     if length is not None and length.isdigit() and int(length) > limit:
         raise _Rejected(413, f"upload too large: {int(length)} bytes, this server's limit is {settings.max_mb:g} MB")
     ctype = request.headers.get("content-type", "")
-    if ctype.startswith(_NOT_MEDIA_TYPES):
-        raise _Rejected(415, f"content type {ctype.split(';')[0]} is not media: send the file's bytes or a "
+    kind = ctype.split(";")[0].strip().lower()  # the type is case-insensitive (RFC 9110); a boundary is not
+    if kind.startswith(_NOT_MEDIA_TYPES):
+        raise _Rejected(415, f"content type {kind} is not media: send the file's bytes or a "
                              "multipart field 'file'")
     body = folder / "body"
     size = 0
@@ -331,7 +332,7 @@ async def _receive(request, folder: Path, settings: Settings) -> tuple[Path, str
             f.write(chunk)
     if size == 0:
         raise _Rejected(422, "empty body: send the media file's bytes")
-    if ctype.startswith("multipart/form-data"):
+    if kind == "multipart/form-data":
         return _multipart_file(body, ctype, folder)
     return body, "upload"
 

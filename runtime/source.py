@@ -452,9 +452,13 @@ class MediaSource:
         if sampler is not None and (tail := sampler.finish()) is not None:
             yield tail
         if state["errors"] and state["audio_next"] is None and (sampler is None or sampler.count == 0):
-            # Every packet failed and nothing came out (random bytes named .jpg, a cut-off file): say
-            # so, rather than let the caller report a readable file with no face and no voice in it.
-            raise InputError(self.name, f"corrupt or unreadable media (none of its {state['errors']} packet(s) decoded)")
+            # Packets failed and nothing came out (random bytes named .jpg, a stream cut before its
+            # first keyframe): say so, rather than let the caller report a readable file with no face
+            # and no voice in it. After a seek, first try from further back (nothing was yielded yet).
+            if seek_to is not None:
+                raise _LateSeek
+            raise InputError(self.name, f"corrupt or unreadable media ({state['errors']} packet(s) failed to decode "
+                                        "and no frame or sample came out)")
         warnings = [f"{state['errors']} packet(s) failed to decode and were skipped"] if state["errors"] else []
         yield End(sampler.last_t if sampler is not None else None, state["audio_next"], warnings,
                   sampler.count if sampler is not None else 0)

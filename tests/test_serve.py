@@ -132,7 +132,7 @@ def test_bad_uploads_are_4xx_with_a_reason_and_the_server_stays_up(server, clip,
     elif case == "empty":
         r = httpx.post(url, content=b"", timeout=60)
     elif case == "text":
-        r = httpx.post(url, content=b"hello", headers={"content-type": "text/plain"}, timeout=60)
+        r = httpx.post(url, content=b"hello", headers={"content-type": "Text/Plain; charset=utf-8"}, timeout=60)
     elif case == "too_large":
         r = httpx.post(url, content=b"\0" * (6 * 2**20), timeout=60)
     elif case == "too_large_no_length":

@@ -159,15 +159,18 @@ def test_live_from_stdin_and_over_http(exported, clip_factory, tmp_path):
     assert [json.loads(line)["label"] for line in proc.stdout.splitlines()]
 
 
-def test_a_live_source_that_cannot_open_is_one_line_and_no_table(exported, tmp_path):
-    """A camera that is not there (or a stream that refuses): its error alone, exit 1, and no table
-    header on stdout for a table that never comes."""
-    missing = tmp_path / "video9"  # a device path that does not exist on any machine
-    proc = run_cli("--live", str(missing), "--model", exported("ia"))
+@pytest.mark.parametrize("kind", ["file", "camera"])
+def test_a_live_source_that_cannot_open_is_one_line_and_no_table(exported, tmp_path, kind):
+    """A live source that cannot open (a file that is not there, a camera device that is not): its
+    error alone, exit 1, and no table header on stdout for a table that never comes."""
+    missing = str(tmp_path / "gone.mp4") if kind == "file" else "/dev/video99"
+    if Path(missing).exists():
+        pytest.skip(f"{missing} exists on this machine")
+    proc = run_cli("--live", missing, "--model", exported("ia"))
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout == ""
     assert_clean_stderr(proc)
-    assert len(error_lines(proc)) == 1 and str(missing) in error_lines(proc)[0]
+    assert len(error_lines(proc)) == 1 and missing in error_lines(proc)[0]
 
 
 def test_ctrl_c_ends_live_cleanly(exported, clip_factory):
