@@ -173,6 +173,18 @@ def test_a_live_source_that_cannot_open_is_one_line_and_no_table(exported, tmp_p
     assert len(error_lines(proc)) == 1 and missing in error_lines(proc)[0]
 
 
+def test_a_live_stream_that_ends_before_its_first_window_says_so(exported, clip_factory):
+    """A pipe of 1 s of video (less than a window) that closes: one error line and exit 1, not a silent exit 0."""
+    short = clip_factory("short.mkv", seconds=1.0, size=(320, 240), audio=False)
+    with open(short, "rb") as stdin:
+        proc = subprocess.run(cli("--live", "-", "--model", exported("ia")), stdin=stdin,
+                              capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    assert_clean_stderr(proc)
+    assert len(error_lines(proc)) == 1 and "ended before its first window" in error_lines(proc)[0]
+
+
 def test_ctrl_c_ends_live_cleanly(exported, clip_factory):
     clip = clip_factory("live20.mp4", seconds=20.0, size=(320, 240))
     proc = subprocess.Popen(cli("--live", clip, "--realtime", "--json", "--model", exported("ia")),
