@@ -397,10 +397,6 @@ def _run_live(rec, source, hop, realtime, as_json, out_path, csv_path, plot_path
         return 2
     finally:
         sinks.close()
-    if not records and not stop.is_set():  # a stream that ended (or a pipe that closed) too soon
-        _fail(f"{printable(source)}: ended before its first window ({rec.spec.window_s:g} s of media) was complete: "
-              "nothing to recognise")
-        return 1
     if plot_path and records:
         from .report import plot
         plot(records, Path(plot_path), title=printable(source))

@@ -166,7 +166,8 @@ class Recognizer:
         """Results as each window of a live source completes: a camera (index or /dev/videoN), a
         microphone ("mic", "alsa:DEVICE"), both ("0+mic"), a URL, a pipe ("-" is stdin) or a file
         (`realtime` paces it as a camera would deliver it). Each result carries `latency_ms`;
-        when the machine falls behind, windows are skipped (and said so), not queued."""
+        when the machine falls behind, windows are skipped (and said so), not queued. A source that
+        ends before its first window is complete (unless `stop` was set) raises InputError."""
         hop = self._hop(hop)
         source = open_live(spec_or_source, self.spec, realtime=realtime)
         info = source.info
@@ -177,16 +178,21 @@ class Recognizer:
         plan = windows.timeline(info.duration, self.spec, hop) if info.duration and not source.endless \
             else windows.Endless(self.spec, hop)
         events = in_background(lambda: source.events(plan))
+        produced = False
         try:
             for result in self._run(window_inputs(events, info, plan, self.spec, self._fresh_cropper,
                                                   live_lag_s=max(1.0, hop), voice_gate=self.voice_gate),
                                     info.name, info.warnings, live=True):
+                produced = True
                 yield result
                 if stop is not None and stop.is_set():
                     return
         finally:
             events.close()
             source.close()
+        if not produced and not (stop is not None and stop.is_set()):  # a stream or pipe that ended too soon
+            raise InputError(info.name, f"ended before its first window ({self.spec.window_s:g} s of media) was "
+                                        "complete: nothing to recognise")
 
     def inputs(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """The model's inputs for a clip, exactly as `predict` builds them (see engine.clip_inputs)."""

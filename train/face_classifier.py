@@ -26,8 +26,7 @@ def training_rows(faces: FaceFeatures) -> np.ndarray:
     """Row indices of the trunk's own training faces: FER+ train once, TFEID's training performers
     TFEID_REPEAT times (colour photos at the runtime's framing, 900 against FER+'s 28,000)."""
     fer = np.flatnonzero(faces.source == "ferplus:train")
-    held = {f"tfeid:{p}" for p in TFEID_TEST_PERFORMERS}
-    tfeid = np.flatnonzero(np.char.startswith(faces.source.astype(str), "tfeid:") & ~np.isin(faces.source, list(held)))
+    tfeid = np.flatnonzero(faces.tfeid(TFEID_TEST_PERFORMERS)[0])
     return np.concatenate([fer] + [tfeid] * TFEID_REPEAT)
 
 

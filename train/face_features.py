@@ -29,6 +29,11 @@ class FaceFeatures:
     video: np.ndarray | None = None  # float16 (N, VIEWS, 1024): the same images as video degrades them, or None
     mirror: np.ndarray | None = None  # float16 (N, VIEWS, 1024): each view's mirror image (mirror_features), or None
 
+    def tfeid(self, held_out: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of TFEID's photos: those of its training performers, and of the performers in `held_out`."""
+        held = np.isin(self.source, [f"tfeid:{p}" for p in held_out])
+        return np.char.startswith(self.source.astype(str), "tfeid:") & ~held, held
+
     def by_label(self, mask: np.ndarray) -> dict[int, np.ndarray]:
         """Image indices per label among `mask`; calm (1) borrows neutral (0) faces."""
         out = {c: np.flatnonzero(mask & (self.labels == c)) for c in range(8)}

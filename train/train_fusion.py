@@ -77,11 +77,9 @@ class FacePools:
     @classmethod
     def split(cls, faces: FaceFeatures, tfeid_test: tuple[str, ...]) -> "FacePools":
         src = faces.source
-        tfeid = np.char.startswith(src.astype(str), "tfeid:")
-        tfeid_held = np.isin(src, [f"tfeid:{p}" for p in tfeid_test])
-        train = (src == "ferplus:train") | (tfeid & ~tfeid_held)
-        return cls(faces.by_label(train), faces.by_label(src == "ferplus:valid"),
-                   faces.by_label((src == "ferplus:test") | tfeid_held), faces.by_label(tfeid & ~tfeid_held))
+        tfeid_train, tfeid_held = faces.tfeid(tfeid_test)
+        return cls(faces.by_label((src == "ferplus:train") | tfeid_train), faces.by_label(src == "ferplus:valid"),
+                   faces.by_label((src == "ferplus:test") | tfeid_held), faces.by_label(tfeid_train))
 
 
 def pair_faces(labels: np.ndarray, pool: dict[int, np.ndarray], rng: np.random.Generator) -> np.ndarray:
